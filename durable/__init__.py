@@ -1,0 +1,70 @@
+"""durable: workflows of plain Python steps that survive crashes, in one SQLite file.
+
+This module only re-exports; see ``docs/`` for the semantics.
+"""
+
+from .context import StepContext as StepContext
+from .context import context as context
+from .definition import Step as Step
+from .definition import Workflow as Workflow
+from .definition import step as step
+from .engine import Engine as Engine
+from .engine import RunHandle as RunHandle
+from .engine import run as run
+from .errors import DefinitionError as DefinitionError
+from .errors import DefinitionMismatch as DefinitionMismatch
+from .errors import DurableError as DurableError
+from .errors import JournalError as JournalError
+from .errors import NotADurableDatabase as NotADurableDatabase
+from .errors import RunAlreadyExists as RunAlreadyExists
+from .errors import RunFailed as RunFailed
+from .errors import RunNotFound as RunNotFound
+from .errors import SeqConflict as SeqConflict
+from .errors import SeqOutOfRange as SeqOutOfRange
+from .errors import SerializationError as SerializationError
+from .errors import StepError as StepError
+from .errors import StepTimeout as StepTimeout
+from .errors import StorageError as StorageError
+from .fold import NodeState as NodeState
+from .fold import RunState as RunState
+from .fold import fold as fold
+from .journal import InMemoryJournal as InMemoryJournal
+from .journal import Journal as Journal
+from .journal import RunInfo as RunInfo
+from .retry import RetryPolicy as RetryPolicy
+from .sqlite import SQLiteJournal as SQLiteJournal
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DefinitionError",
+    "DefinitionMismatch",
+    "DurableError",
+    "Engine",
+    "InMemoryJournal",
+    "Journal",
+    "JournalError",
+    "NodeState",
+    "NotADurableDatabase",
+    "RetryPolicy",
+    "RunAlreadyExists",
+    "RunFailed",
+    "RunHandle",
+    "RunInfo",
+    "RunNotFound",
+    "RunState",
+    "SQLiteJournal",
+    "SeqConflict",
+    "SeqOutOfRange",
+    "SerializationError",
+    "Step",
+    "StepContext",
+    "StepError",
+    "StepTimeout",
+    "StorageError",
+    "Workflow",
+    "context",
+    "fold",
+    "run",
+    "step",
+]

@@ -1,0 +1,118 @@
+"""Encoding values to JSON and back, driven by the annotations of steps. Never pickle."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import JsonValue, TypeAdapter
+from pydantic_core import PydanticSerializationError
+
+from .errors import SerializationError
+
+__all__ = ["Codec", "encode_any"]
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def _type_name(value: object) -> str:
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def encode_any(value: Any, *, what: str, node: str | None = None) -> JsonValue:
+    """Encode a value of any type (a run's input) to JSON, inferring from its runtime type."""
+    try:
+        return _ANY.dump_python(value, mode="json", warnings="error")  # type: ignore[no-any-return]
+    except (PydanticSerializationError, ValueError, TypeError) as exc:
+        raise SerializationError(
+            f"{what} of type {_type_name(value)} cannot be encoded as JSON ({exc}); "
+            "use JSON types, dataclasses or pydantic models",
+            node=node,
+            type_name=_type_name(value),
+        ) from None
+
+
+class Codec:
+    """The annotations of one step function, turned into pydantic adapters.
+
+    Adapters are built on first use, so that forward references resolve once the module that
+    defines the step has finished importing.
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self._fn = fn
+        self._name = name
+        self._ready = False
+        self.takes_input = True
+        self._param: TypeAdapter[Any] | None = None
+        self._ret: TypeAdapter[Any] | None = None
+
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        try:
+            hints = typing.get_type_hints(self._fn)
+        except Exception:  # unresolvable annotations: fall back to untyped JSON
+            hints = {}
+        params = [
+            p
+            for p in inspect.signature(self._fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+        self.takes_input = bool(params)
+        if params and params[0].name in hints and hints[params[0].name] is not Any:
+            self._param = TypeAdapter(hints[params[0].name])
+        ret = hints.get("return", Any)
+        if ret is not Any:
+            self._ret = TypeAdapter(ret)
+        self._ready = True
+
+    def encode_output(self, value: Any) -> JsonValue:
+        """Encode the step's return value by its return annotation.
+
+        Raises:
+            SerializationError: naming the step and the type, when the value cannot be encoded.
+        """
+        self._prepare()
+        if self._ret is None:
+            return encode_any(value, what=f"the output of step {self._name!r}", node=self._name)
+        try:
+            return self._ret.dump_python(value, mode="json", warnings="error")  # type: ignore[no-any-return]
+        except (PydanticSerializationError, ValueError, TypeError) as exc:
+            raise SerializationError(
+                f"step {self._name!r} returned a value of type {_type_name(value)} that cannot be encoded as JSON "
+                f"by its return annotation ({exc}); return JSON types, dataclasses or pydantic models, "
+                "and keep the annotation true",
+                node=self._name,
+                type_name=_type_name(value),
+            ) from None
+
+    def decode_output(self, data: JsonValue) -> Any:
+        """Rebuild the step's return value from its JSON (a pydantic model comes back as that model)."""
+        self._prepare()
+        if self._ret is None:
+            return data
+        try:
+            return self._ret.validate_python(data)
+        except ValueError as exc:
+            raise SerializationError(
+                f"the stored output of step {self._name!r} does not match its return annotation: {exc}",
+                node=self._name,
+            ) from None
+
+    def prepare_input(self, value: Any) -> Any:
+        """Validate the value a step receives against its parameter annotation."""
+        self._prepare()
+        if self._param is None:
+            return value
+        try:
+            return self._param.validate_python(value)
+        except ValueError as exc:
+            raise SerializationError(
+                f"step {self._name!r} cannot accept its input of type {_type_name(value)}: {exc}",
+                node=self._name,
+                type_name=_type_name(value),
+            ) from None

@@ -1,0 +1,566 @@
+"""The engine: start, resume and recover runs, executing their steps in anyio task groups.
+
+How a run executes (the guarantees are spelled out in ``docs/semantics.md``):
+
+* every transition is first *recorded* (applied to the run's live state, seq assigned) and
+  then *committed* to the journal; a step's code runs only after its ``step_started`` is
+  committed, and a step's completion is committed, at the latest, together with the next
+  transition of the run (one commit per step);
+* on resume the journal is read and folded, and execution walks the definition again,
+  skipping every node whose completion is committed;
+* any error of the journal aborts the run without writing more: the journal holds a
+  consistent prefix and the run can be resumed.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
+
+from . import events as ev
+from . import fold as f
+from ._codec import encode_any
+from .context import StepContext, _current
+from .definition import ForkNode, StepNode, Workflow, definition_changes
+from .errors import (
+    DefinitionMismatch,
+    DurableError,
+    RunAlreadyExists,
+    RunFailed,
+    RunNotFound,
+    SeqOutOfRange,
+    SerializationError,
+    StepError,
+    StepTimeout,
+)
+from .journal import Journal, RunInfo
+from .retry import backoff_delay
+from .sqlite import SQLiteJournal, Synchronous
+
+__all__ = ["Engine", "RunHandle", "run"]
+
+
+class _StepFailedForGood(Exception):
+    """Internal: a step failed with no retry left; unwinds to the run, which records run_failed."""
+
+    def __init__(self, node: str, info: ev.ErrorInfo, cause: BaseException, branch: str | None = None) -> None:
+        super().__init__(info.message)
+        self.node = node
+        self.info = info
+        self.cause = cause
+        self.branch = branch
+
+
+def _error_info(exc: BaseException, node: str | None) -> ev.ErrorInfo:
+    return ev.ErrorInfo(
+        type=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        node=node,
+    )
+
+
+class _LiveRun:
+    """A run executing in this engine: its workflow, its live state, and its outcome."""
+
+    def __init__(self, engine: Engine, workflow: Workflow, state: f.RunState) -> None:
+        assert state.run_id is not None
+        self.engine = engine
+        self.run_id: str = state.run_id
+        self.workflow = workflow
+        self.state = state
+        self._pending: list[ev.Event] = []
+        self.finished = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def record(self, event_type: type[ev.Event], **fields: Any) -> ev.Event:  # type: ignore[valid-type]
+        """Create the next event (seq and time assigned), apply it to the live state, queue it for commit."""
+        event = event_type(seq=self.state.last_seq + 1, ts=ev.utcnow(), **fields)
+        self.state.apply(event)
+        self._pending.append(event)
+        return event
+
+    async def commit(self) -> None:
+        """Commit every recorded event. Shielded: once recorded, an event is committed or the run is broken."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        with anyio.CancelScope(shield=True):
+            await self.engine.journal.append(self.run_id, batch)
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.finished.set()
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    """A run started or resumed by an engine; await :meth:`result` for its outcome."""
+
+    run_id: str
+    _engine: Engine
+    _workflow: Workflow
+    _live: _LiveRun | None = None
+
+    async def result(self) -> Any:
+        """Wait for the run to end and return its result.
+
+        Raises:
+            RunFailed: the run failed; ``__cause__`` is the step's exception (a :class:`StepError`
+                rebuilt from the journal when the run failed in another process).
+            DurableError: the run stopped without an outcome (a journal error, say); resume it.
+        """
+        if self._live is not None:
+            await self._live.finished.wait()
+            if self._live.error is not None:
+                raise self._live.error
+            return self._live.result
+        return await self._engine._stored_result(self.run_id, self._workflow)
+
+    async def state(self) -> f.RunState:
+        """The run's state as committed so far."""
+        return await self._engine.state(self.run_id)
+
+
+class Engine:
+    """Runs workflows durably against one journal.
+
+    ::
+
+        async with Engine("app.db") as engine:
+            result = await engine.run(checkout, order_id, run_id="order-42")
+
+    Args:
+        db: a database path (a SQLite journal is opened there) or a :class:`Journal`.
+        synchronous: SQLite's ``synchronous`` setting: ``"FULL"`` (default, survives power loss)
+            or ``"NORMAL"`` (faster; survives process crashes). Ignored for a ``Journal`` object.
+        busy_timeout: seconds to wait for another process's write lock.
+
+    Leaving the ``async with`` block stops the runs still in progress as a crash would: they
+    write nothing more and can be resumed later.
+    """
+
+    def __init__(
+        self, db: str | Path | Journal, *, synchronous: Synchronous = "FULL", busy_timeout: float = 5.0
+    ) -> None:
+        self.journal: Journal = (
+            db if isinstance(db, Journal) else SQLiteJournal(db, synchronous=synchronous, busy_timeout=busy_timeout)
+        )
+        self._tg: TaskGroup | None = None
+        self._live: dict[str, _LiveRun] = {}
+
+    async def __aenter__(self) -> Engine:
+        await self.journal.open()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._tg.__aexit__(et, e, tb)
+        finally:
+            self._tg = None
+            await self.journal.close()
+
+    def _group(self) -> TaskGroup:
+        if self._tg is None:
+            raise DurableError("the engine is not running; use it as 'async with Engine(path) as engine:'")
+        return self._tg
+
+    # -- starting and resuming ----------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow: Workflow,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        on_conflict: Literal["fail", "use_existing"] = "fail",
+    ) -> RunHandle:
+        """Start a new run of ``workflow`` on ``input``; return at once with its handle.
+
+        ``run_started`` is committed before this returns.
+
+        Raises:
+            RunAlreadyExists: ``run_id`` is taken and ``on_conflict="fail"``.
+            DefinitionMismatch: ``on_conflict="use_existing"`` and the existing run has another definition.
+            SerializationError: ``input`` cannot be encoded as JSON.
+        """
+        tg = self._group()
+        workflow = _check_workflow(workflow)
+        if on_conflict not in ("fail", "use_existing"):
+            raise DurableError(f"on_conflict={on_conflict!r}: use 'fail' or 'use_existing'")
+        run_id = run_id if run_id is not None else uuid.uuid4().hex
+        if not isinstance(run_id, str) or not run_id:
+            raise DurableError(f"run_id={run_id!r}: a run id is a non-empty string")
+        if run_id in self._live:
+            if on_conflict == "fail":
+                raise RunAlreadyExists(run_id)
+            return self._handle_for(self._live[run_id], workflow)
+        if await self.journal.get_run(run_id) is not None:
+            if on_conflict == "fail":
+                raise RunAlreadyExists(run_id)
+            return await self.resume(run_id, workflow)
+        input_json = encode_any(input, what="the run's input")
+        run = _LiveRun(self, workflow, f.RunState(run_id=run_id))
+        run.record(
+            ev.RunStarted,
+            workflow=workflow.name,
+            version=workflow.version,
+            definition_hash=workflow.definition_hash,
+            definition=workflow.canonical(),
+            input=input_json,
+        )
+        try:
+            await run.commit()
+        except RunAlreadyExists:
+            if on_conflict == "fail":
+                raise
+            return await self.resume(run_id, workflow)
+        return self._launch(tg, run)
+
+    async def resume(self, run_id: str, workflow: Workflow) -> RunHandle:
+        """Continue an unfinished run from its journal. A finished run is not run again.
+
+        Raises:
+            RunNotFound: no such run.
+            DefinitionMismatch: the run was started by a different definition; nothing is written.
+        """
+        tg = self._group()
+        workflow = _check_workflow(workflow)
+        live = self._live.get(run_id)
+        if live is not None:
+            return self._handle_for(live, workflow)
+        events = await self.journal.read(run_id)
+        if not events:
+            raise RunNotFound(run_id)
+        state = f.fold(events, run_id)
+        self._check_definition(state, workflow)
+        if state.finished:
+            return RunHandle(run_id, self, workflow)
+        return self._launch(tg, _LiveRun(self, workflow, state))
+
+    async def run(self, workflow: Workflow, input: Any = None, *, run_id: str | None = None) -> Any:
+        """Start the run, or resume it if it exists and is unfinished, and wait for its result.
+
+        A run that already finished returns its stored result (or raises its stored failure)
+        without running anything.
+        """
+        handle = await self.start(workflow, input, run_id=run_id, on_conflict="use_existing")
+        return await handle.result()
+
+    async def recover(self, workflows: Iterable[Workflow]) -> list[RunHandle]:
+        """Resume every unfinished run of these workflows; return their handles.
+
+        Runs of workflows not named here are left alone. Pass old and new versions of a workflow
+        side by side to recover runs of both.
+
+        Raises:
+            DefinitionMismatch: a run's workflow is named here, but under no matching definition;
+                raised before anything is resumed.
+        """
+        by_hash = {w.definition_hash: _check_workflow(w) for w in workflows}
+        names = {w.name for w in by_hash.values()}
+        todo: list[tuple[str, Workflow]] = []
+        for info in await self.journal.list_runs(status="running"):
+            if info.workflow not in names:
+                continue
+            workflow = by_hash.get(info.definition_hash)
+            if workflow is None:
+                candidate = next(w for w in by_hash.values() if w.name == info.workflow)
+                events = await self.journal.read(info.run_id, upto=1)
+                self._check_definition(f.fold(events, info.run_id), candidate)
+            else:
+                todo.append((info.run_id, workflow))
+        return [await self.resume(run_id, workflow) for run_id, workflow in reversed(todo)]
+
+    def _check_definition(self, state: f.RunState, workflow: Workflow) -> None:
+        if state.definition_hash == workflow.definition_hash:
+            return
+        assert state.run_id is not None
+        changes = definition_changes(state.definition or {}, workflow.canonical())
+        old, new = state.definition_hash or "", workflow.definition_hash
+        message = (
+            f"run {state.run_id!r} was started by definition {old[:12]} ({state.workflow} v{state.version}); "
+            f"the code now defines {new[:12]} ({workflow.name} v{workflow.version}):\n  - "
+            + "\n  - ".join(changes or ["(the canonical forms differ)"])
+            + "\nFinish or cancel the old run with the old code (keep that definition registered, under "
+            "its own version), or start a new run."
+        )
+        raise DefinitionMismatch(state.run_id, old, new, changes, message)
+
+    def _handle_for(self, live: _LiveRun, workflow: Workflow) -> RunHandle:
+        self._check_definition(live.state, workflow)
+        return RunHandle(live.run_id, self, workflow, live)
+
+    def _launch(self, tg: TaskGroup, run: _LiveRun) -> RunHandle:
+        self._live[run.run_id] = run
+        tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
+        return RunHandle(run.run_id, self, run.workflow, run)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def history(self, run_id: str) -> list[ev.Event]:
+        """The run's committed events, in seq order.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        events = await self.journal.read(run_id)
+        if not events:
+            raise RunNotFound(run_id)
+        return events
+
+    async def state(self, run_id: str, at: int | None = None) -> f.RunState:
+        """The fold of the run's events up to seq ``at`` (all of them by default).
+
+        Raises:
+            RunNotFound: no such run.
+            SeqOutOfRange: ``at`` is negative or beyond the run's last seq.
+        """
+        events = await self.history(run_id)
+        if at is not None:
+            if at < 0 or at > events[-1].seq:
+                raise SeqOutOfRange(run_id, at, events[-1].seq)
+            events = events[:at]
+        return f.fold(events, run_id)
+
+    async def list_runs(
+        self, status: str | None = None, workflow: str | None = None, limit: int | None = None
+    ) -> list[RunInfo]:
+        """Index rows of the runs, newest first."""
+        return await self.journal.list_runs(status=status, workflow=workflow, limit=limit)
+
+    async def _stored_result(self, run_id: str, workflow: Workflow | None) -> Any:
+        state = await self.state(run_id)
+        if state.status == "completed":
+            return _decode_result(workflow, state)
+        if state.status == "failed" and state.error is not None:
+            err = state.error
+            raise RunFailed(run_id, err.node, err.type, err.message) from StepError(
+                err.node, err.type, err.message, err.traceback
+            )
+        raise DurableError(
+            f"run {run_id!r} is {state.status} and not running in this engine; resume it with engine.resume()"
+        )
+
+    # -- executing ----------------------------------------------------------------------------
+
+    async def _drive(self, run: _LiveRun) -> None:
+        """Execute a run to its end. Never raises into the engine's task group, except cancellation."""
+        try:
+            try:
+                value = await self._run_nodes(run, run.workflow.nodes, run.state.input)
+            except _StepFailedForGood as failed:
+                where = f"branch {failed.branch!r}, step {failed.node!r}" if failed.branch else f"step {failed.node!r}"
+                info = failed.info.model_copy(update={"message": f"{where}: {failed.info.message}"})
+                run.record(ev.RunFailed, error=info)
+                await run.commit()
+                error = RunFailed(run.run_id, failed.node, failed.info.type, info.message)
+                error.__cause__ = failed.cause
+                run.finish(error=error)
+                return
+            run.record(ev.RunCompleted, result=_result_json(run.workflow, run.state))
+            await run.commit()
+            run.finish(result=value)
+        except anyio.get_cancelled_exc_class():
+            run.finish(error=DurableError(f"run {run.run_id!r} was stopped (engine shut down); resume it to go on"))
+            raise
+        except BaseException as exc:  # journal failure or simulated crash: write nothing more
+            leaf = _unwrap(exc)
+            run.finish(error=leaf)
+            if not isinstance(leaf, Exception):
+                raise leaf from None
+        finally:
+            self._live.pop(run.run_id, None)
+
+    async def _run_nodes(self, run: _LiveRun, nodes: Sequence[StepNode | ForkNode], value: Any) -> Any:
+        for node in nodes:
+            if isinstance(node, ForkNode):
+                value = await self._run_fork(run, node, value)
+            else:
+                value = await self._run_step(run, node, value)
+        return value
+
+    async def _run_fork(self, run: _LiveRun, node: ForkNode, value: Any) -> Any:
+        state = run.state.nodes.get(node.id)
+        if state is not None and state.status == f.COMPLETED:
+            return {b.name: _branch_output(run.state, b.nodes[-1]) for b in node.branches}
+        if state is None or not state.branches:
+            run.record(ev.ForkStarted, node=node.id, branches=[b.name for b in node.branches])
+        outputs: dict[str, Any] = {}
+        failures: list[_StepFailedForGood] = []
+
+        async def branch_task(branch_index: int, tg: TaskGroup) -> None:
+            branch = node.branches[branch_index]
+            if run.state.nodes[node.id].branches.get(branch.name) == f.COMPLETED:
+                outputs[branch.name] = _branch_output(run.state, branch.nodes[-1])
+                return
+            try:
+                outputs[branch.name] = await self._run_nodes(run, branch.nodes, value)
+            except _StepFailedForGood as failed:
+                if not failures:  # the first failure ends the fork; the rest are its consequences
+                    failed.branch = branch.name
+                    failures.append(failed)
+                    run.record(ev.BranchFailed, node=node.id, branch=branch.name, error=failed.info)
+                    tg.cancel_scope.cancel()
+                return
+            run.record(ev.BranchCompleted, node=node.id, branch=branch.name)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(node.branches)):
+                tg.start_soon(branch_task, i, tg)
+        if failures:
+            raise failures[0]
+        run.record(ev.ForkJoined, node=node.id)
+        return {b.name: outputs[b.name] for b in node.branches}
+
+    async def _run_step(self, run: _LiveRun, node: StepNode, value: Any) -> Any:
+        s = node.step
+        codec = s.codec
+        while True:
+            st = run.state.nodes.get(node.id)
+            if st is not None and st.status == f.COMPLETED:
+                return codec.decode_output(st.output)
+            if st is not None and st.status == f.FAILED and st.error is not None:  # failed for good before a crash
+                cause = StepError(node.id, st.error.type, st.error.message, st.error.traceback)
+                raise _StepFailedForGood(node.id, st.error, cause)
+            attempt = (st.attempt if st else 0) + 1
+            if st is None or st.status in (f.NOT_STARTED, f.INTERRUPTED):
+                run.record(ev.StepScheduled, node=node.id, attempt=attempt)
+            elif st.not_before is not None:
+                await run.commit()
+                delay = (st.not_before - ev.utcnow()).total_seconds()
+                if delay > 0:
+                    await anyio.sleep(delay)
+            run.record(ev.StepStarted, node=node.id, attempt=attempt)
+            await run.commit()
+            token = _current.set(StepContext(run.run_id, run.workflow.name, node.id, attempt))
+            try:
+                try:
+                    arg = codec.prepare_input(value)
+                    if s.timeout is not None:
+                        with anyio.fail_after(s.timeout):
+                            out = await _call(s, arg, codec.takes_input)
+                    else:
+                        out = await _call(s, arg, codec.takes_input)
+                except TimeoutError:
+                    if s.timeout is None:
+                        raise
+                    raise StepTimeout(node.id, s.timeout) from None
+                output = codec.encode_output(out)
+            except SerializationError as exc:  # deterministic: retrying cannot help
+                info = _error_info(exc, node.id)
+                run.record(ev.StepFailed, node=node.id, attempt=attempt, error=info, final=True)
+                raise _StepFailedForGood(node.id, info, exc) from None
+            except Exception as exc:
+                info = _error_info(exc, node.id)
+                failures = run.state.nodes[node.id].failures + 1
+                if failures >= s.retry.max_attempts:
+                    run.record(ev.StepFailed, node=node.id, attempt=attempt, error=info, final=True)
+                    raise _StepFailedForGood(node.id, info, exc) from None
+                delay = backoff_delay(s.retry, failures, random.random())
+                retry_at = ev.utcnow() + timedelta(seconds=delay)
+                run.record(ev.StepFailed, node=node.id, attempt=attempt, error=info, retry_at=retry_at)
+                run.record(ev.StepScheduled, node=node.id, attempt=attempt + 1, not_before=retry_at)
+                continue  # the loop commits, waits until retry_at, and starts the next attempt
+            finally:
+                _current.reset(token)
+            run.record(ev.StepCompleted, node=node.id, attempt=attempt, output=output)
+            return codec.decode_output(output)
+
+
+async def _call(s: Any, arg: Any, takes_input: bool) -> Any:
+    args = (arg,) if takes_input else ()
+    if s.is_async:
+        return await s.fn(*args)
+    # A sync step runs in a worker thread so the loop stays free. Cancellation (a failing
+    # sibling, a timeout) takes effect when the thread returns: a thread cannot be interrupted.
+    return await anyio.to_thread.run_sync(s.fn, *args)
+
+
+def _check_workflow(workflow: Any) -> Workflow:
+    if isinstance(workflow, Workflow):
+        return workflow.build()
+    from .definition import ForkBuilder
+
+    if isinstance(workflow, ForkBuilder):
+        raise DurableError("this workflow has a fork that is still open; close it with .join(step)")
+    raise DurableError(f"{workflow!r} is not a Workflow; build one with Workflow('name').then(step)")
+
+
+def _branch_output(state: f.RunState, last: StepNode) -> Any:
+    return last.step.codec.decode_output(state.nodes[last.id].output)
+
+
+def _result_json(workflow: Workflow, state: f.RunState) -> Any:
+    last = workflow.nodes[-1]
+    if isinstance(last, ForkNode):
+        return {b.name: state.nodes[b.nodes[-1].id].output for b in last.branches}
+    return state.nodes[last.id].output
+
+
+def _decode_result(workflow: Workflow | None, state: f.RunState) -> Any:
+    if workflow is None:
+        return state.result
+    last = workflow.nodes[-1]
+    if isinstance(last, ForkNode):
+        return {b.name: b.nodes[-1].step.codec.decode_output(state.result[b.name]) for b in last.branches}
+    return last.step.codec.decode_output(state.result)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The most telling exception inside nested exception groups (crashes first, then errors)."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(reversed(e.exceptions))
+        else:
+            leaves.append(e)
+    cancelled = anyio.get_cancelled_exc_class()
+    for kind in (lambda e: not isinstance(e, Exception | cancelled), lambda e: isinstance(e, Exception)):
+        for leaf in leaves:
+            if kind(leaf):
+                return leaf
+    return leaves[0]
+
+
+def run(
+    workflow: Workflow,
+    input: Any = None,
+    *,
+    run_id: str | None = None,
+    db: str | Path = "durable.db",
+    synchronous: Synchronous = "FULL",
+) -> Any:
+    """Run a workflow to its end from synchronous code (a script): start it, or resume it.
+
+    Same semantics as :meth:`Engine.run`: a finished run returns its stored result without
+    running anything; an unfinished one continues where it stopped.
+    """
+
+    async def main() -> Any:
+        async with Engine(db, synchronous=synchronous) as engine:
+            return await engine.run(workflow, input, run_id=run_id)
+
+    return anyio.run(main)

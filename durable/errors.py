@@ -1,0 +1,202 @@
+"""The exceptions `durable` raises, drawn once.
+
+::
+
+    DurableError                     root: catch this to catch everything durable raises
+    ├── DefinitionError              a workflow or step was defined wrongly (raised at definition time)
+    ├── DefinitionMismatch           a run is resumed under a definition whose hash differs
+    ├── RunNotFound                  no run with this id in the journal
+    ├── RunAlreadyExists             start() with an id that is taken (see on_conflict)
+    ├── SeqOutOfRange                state(at=...) with a seq the run does not have
+    ├── RunFailed                    the run ended failed; ``__cause__`` is the step's exception
+    ├── StepError                    a step's failure as recorded in the journal (when the
+    │                                original exception object is gone, e.g. after a restart)
+    ├── StepTimeout                  a step attempt ran longer than its ``timeout``
+    ├── SerializationError           a value cannot be encoded to JSON (or decoded) with its annotation
+    └── JournalError                 the journal cannot do what was asked
+        ├── SeqConflict              another writer appended to the run first; nothing was written
+        ├── NotADurableDatabase      the file is not SQLite, or not a durable journal; left untouched
+        └── StorageError             the storage failed (missing directory, disk full, I/O error,
+                                     database locked); the transaction was rolled back
+
+Internal stop signals (a simulated crash, for instance) derive from ``BaseException``
+instead, so that a step's ``except Exception:`` cannot swallow them.
+
+Every error carries its identifiers as attributes (``err.run_id``, ``err.node``) and a
+message that says what to do next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DefinitionError",
+    "DefinitionMismatch",
+    "DurableError",
+    "JournalError",
+    "NotADurableDatabase",
+    "RunAlreadyExists",
+    "RunFailed",
+    "RunNotFound",
+    "SeqConflict",
+    "SeqOutOfRange",
+    "SerializationError",
+    "StepError",
+    "StepTimeout",
+    "StorageError",
+]
+
+
+class DurableError(Exception):
+    """Root of every exception raised by `durable`."""
+
+
+class DefinitionError(DurableError):
+    """A workflow or step definition is invalid; raised when it is defined, never mid-run."""
+
+
+class DefinitionMismatch(DurableError):
+    """A run was started by one definition and is being resumed under another.
+
+    Attributes:
+        run_id: the run that was refused.
+        old_hash: definition hash recorded when the run started.
+        new_hash: hash of the definition offered now.
+        changes: human-readable lines, one per difference.
+    """
+
+    def __init__(self, run_id: str, old_hash: str, new_hash: str, changes: list[str], message: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.old_hash = old_hash
+        self.new_hash = new_hash
+        self.changes = changes
+
+
+class RunNotFound(DurableError):
+    """No run with this id exists in the journal."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r} in this database; 'durable runs' lists the runs it holds")
+        self.run_id = run_id
+
+
+class RunAlreadyExists(DurableError):
+    """`Engine.start` was given a run id that is already taken."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"a run with id {run_id!r} already exists; pick another id, or pass on_conflict='use_existing' "
+            "to attach to it (engine.run() does that by default)"
+        )
+        self.run_id = run_id
+
+
+class SeqOutOfRange(DurableError):
+    """A seq was asked for that the run does not have."""
+
+    def __init__(self, run_id: str, seq: int, last_seq: int) -> None:
+        super().__init__(f"run {run_id!r} has events 1 to {last_seq}; seq {seq} is out of range (use 0 to {last_seq})")
+        self.run_id = run_id
+        self.seq = seq
+        self.last_seq = last_seq
+
+
+class RunFailed(DurableError):
+    """The run ended in failure. ``__cause__`` holds the failing step's exception.
+
+    Attributes:
+        run_id: the run.
+        node: the node whose failure ended the run (``None`` if the run failed outside a step).
+        error_type: the name of the exception type.
+    """
+
+    def __init__(self, run_id: str, node: str | None, error_type: str, message: str) -> None:
+        where = f" at step {node!r}" if node else ""
+        super().__init__(f"run {run_id!r} failed{where}: {error_type}: {message}")
+        self.run_id = run_id
+        self.node = node
+        self.error_type = error_type
+        self.error_message = message
+
+
+class StepError(DurableError):
+    """A step's failure rebuilt from the journal, used when the original exception is gone.
+
+    Attributes:
+        node: the step's node id.
+        error_type: the original exception's type name.
+        traceback: the original traceback, as text.
+    """
+
+    def __init__(self, node: str | None, error_type: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.node = node
+        self.error_type = error_type
+        self.error_message = message
+        self.traceback = traceback
+
+
+class StepTimeout(DurableError):
+    """A step attempt ran longer than its ``timeout``; counted as a failed attempt."""
+
+    def __init__(self, node: str, timeout: float) -> None:
+        super().__init__(f"step {node!r} did not finish within {timeout:g}s")
+        self.node = node
+        self.timeout = timeout
+
+
+class SerializationError(DurableError):
+    """A value cannot be encoded to JSON, or decoded, with the annotation that governs it.
+
+    Attributes:
+        node: the step whose input or output it is (``None`` for a run's input).
+        type_name: the Python type that could not be handled.
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, type_name: str = "") -> None:
+        super().__init__(message)
+        self.node = node
+        self.type_name = type_name
+
+
+class JournalError(DurableError):
+    """The journal could not do what was asked; nothing was half written."""
+
+
+class SeqConflict(JournalError):
+    """Another writer appended to this run first; the append was refused whole.
+
+    Attributes:
+        run_id: the run.
+        expected: the sequence number the append wanted to write first.
+        actual: the sequence number the journal holds last.
+    """
+
+    def __init__(self, run_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"run {run_id!r} was advanced by another writer (wanted to append seq {expected}, journal is at "
+            f"seq {actual}); nothing was written. Another process is running it: let it finish, or resume "
+            "it once that process has stopped"
+        )
+        self.run_id = run_id
+        self.expected = expected
+        self.actual = actual
+
+
+class NotADurableDatabase(JournalError):
+    """The file exists but is not a SQLite database, or not one written by `durable`.
+
+    The file is left byte-for-byte untouched.
+    """
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path}: {why}; it was left untouched. Point --db / DURABLE_DB at a durable journal or a new path")
+        self.path = path
+
+
+class StorageError(JournalError):
+    """The storage failed: missing directory, disk full, I/O error, or a lock held too long.
+
+    The transaction in progress was rolled back, so nothing committed is lost and nothing
+    is half applied.
+    """

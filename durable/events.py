@@ -1,0 +1,204 @@
+"""The event vocabulary: every transition of a run, as a frozen pydantic model.
+
+The vocabulary is closed: :data:`Event` is one discriminated union on ``type``. The journal
+stores ``run_id``, ``seq``, ``type``, ``node``, ``attempt`` and ``ts`` in columns of their own
+and the remaining fields as a JSON payload (see ``docs/journal.md``).
+
+Values (inputs, outputs, results) are JSON values, already encoded from Python objects by
+the step annotations (see :mod:`durable._codec`). Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+
+__all__ = [
+    "BranchCompleted",
+    "BranchFailed",
+    "ErrorInfo",
+    "Event",
+    "EVENT_ADAPTER",
+    "EVENT_TYPES",
+    "ForkJoined",
+    "ForkStarted",
+    "RunCancelled",
+    "RunCompleted",
+    "RunFailed",
+    "RunStarted",
+    "StepCompleted",
+    "StepFailed",
+    "StepScheduled",
+    "StepStarted",
+    "TERMINAL_TYPES",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware in UTC (the only clock events ever carry)."""
+    return datetime.now(UTC)
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq: int = Field(ge=1, description="Position in the run's journal, contiguous from 1.")
+    ts: datetime = Field(description="UTC time at which the engine recorded the transition.")
+
+
+class ErrorInfo(BaseModel):
+    """An exception as recorded in the journal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str
+    message: str
+    traceback: str = ""
+    node: str | None = None
+
+
+class RunStarted(_EventBase):
+    """Seq 1 of every run: what runs, under which definition, on which input."""
+
+    type: Literal["run_started"] = "run_started"
+    workflow: str
+    version: str
+    definition_hash: str
+    definition: dict[str, Any]
+    input: JsonValue = None
+
+
+class StepScheduled(_EventBase):
+    """A step attempt became runnable, at ``not_before`` at the earliest (retries wait)."""
+
+    type: Literal["step_scheduled"] = "step_scheduled"
+    node: str
+    attempt: int = Field(ge=1)
+    not_before: datetime | None = None
+
+
+class StepStarted(_EventBase):
+    """An attempt of a step began; committed before the step's code runs."""
+
+    type: Literal["step_started"] = "step_started"
+    node: str
+    attempt: int = Field(ge=1)
+
+
+class StepCompleted(_EventBase):
+    """An attempt returned; ``output`` is its JSON-encoded return value."""
+
+    type: Literal["step_completed"] = "step_completed"
+    node: str
+    attempt: int = Field(ge=1)
+    output: JsonValue = None
+
+
+class StepFailed(_EventBase):
+    """An attempt raised. ``final`` means no retry follows; otherwise ``retry_at`` says when."""
+
+    type: Literal["step_failed"] = "step_failed"
+    node: str
+    attempt: int = Field(ge=1)
+    error: ErrorInfo
+    retry_at: datetime | None = None
+    final: bool = False
+
+
+class ForkStarted(_EventBase):
+    """A fork began; its branches run concurrently."""
+
+    type: Literal["fork_started"] = "fork_started"
+    node: str
+    branches: list[str]
+
+
+class BranchCompleted(_EventBase):
+    """Every step of one branch completed; the branch output is its last step's output."""
+
+    type: Literal["branch_completed"] = "branch_completed"
+    node: str
+    branch: str
+
+
+class BranchFailed(_EventBase):
+    """A branch failed for good; its siblings are cancelled."""
+
+    type: Literal["branch_failed"] = "branch_failed"
+    node: str
+    branch: str
+    error: ErrorInfo
+
+
+class ForkJoined(_EventBase):
+    """All branches of a fork completed; the join step receives ``{branch: output}``."""
+
+    type: Literal["fork_joined"] = "fork_joined"
+    node: str
+
+
+class RunCompleted(_EventBase):
+    """The run finished; ``result`` is the last node's output."""
+
+    type: Literal["run_completed"] = "run_completed"
+    result: JsonValue = None
+
+
+class RunFailed(_EventBase):
+    """The run ended in failure."""
+
+    type: Literal["run_failed"] = "run_failed"
+    error: ErrorInfo
+
+
+class RunCancelled(_EventBase):
+    """The run was cancelled and will never be resumed."""
+
+    type: Literal["run_cancelled"] = "run_cancelled"
+    reason: str = ""
+
+
+Event = Annotated[
+    RunStarted
+    | StepScheduled
+    | StepStarted
+    | StepCompleted
+    | StepFailed
+    | ForkStarted
+    | BranchCompleted
+    | BranchFailed
+    | ForkJoined
+    | RunCompleted
+    | RunFailed
+    | RunCancelled,
+    Field(discriminator="type"),
+]
+"""Any event: one discriminated union on ``type``."""
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+"""Validates a dict (or JSON) into the right event class."""
+
+EVENT_TYPES: frozenset[str] = frozenset(
+    cls.model_fields["type"].default
+    for cls in (
+        RunStarted,
+        StepScheduled,
+        StepStarted,
+        StepCompleted,
+        StepFailed,
+        ForkStarted,
+        BranchCompleted,
+        BranchFailed,
+        ForkJoined,
+        RunCompleted,
+        RunFailed,
+        RunCancelled,
+    )
+)
+"""The names of every event type."""
+
+TERMINAL_TYPES: frozenset[str] = frozenset({"run_completed", "run_failed", "run_cancelled"})
+"""Event types after which a run's journal never grows."""

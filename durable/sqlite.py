@@ -1,0 +1,399 @@
+"""The SQLite journal: one file, WAL mode, append-only events, group commit.
+
+Everything SQLite-specific lives here: the schema and its migrations, the pragmas, the
+checks that refuse a file which is not ours, and the write path.
+
+The write path is a *group commit*. Every :meth:`SQLiteJournal.append` enqueues its batch;
+the first caller that finds no commit in progress becomes the leader, takes everything
+queued, and writes it in one ``BEGIN IMMEDIATE`` transaction on a worker thread (one thread
+hop and one fsync for all of them). Appends that arrive meanwhile wait for the next commit.
+Each batch sits in its own SAVEPOINT, so one refused batch (a seq conflict) does not undo
+its neighbours; a storage failure rolls the whole transaction back and fails every batch
+in it, so nothing is ever half applied.
+
+Reads go through an ``aiosqlite`` connection of their own: in WAL mode they see the last
+commit and never block the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import anyio
+import anyio.to_thread
+
+from . import events as ev
+from .errors import JournalError, NotADurableDatabase, StorageError
+from .journal import Journal, RunInfo, check_append, status_after
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteJournal"]
+
+APPLICATION_ID = 0x44524231  # "DRB1", in the database header: marks the file as a durable journal
+SCHEMA_VERSION = 1
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+# Each entry takes the schema from version i to i+1. Never edit a released entry: add one.
+MIGRATIONS: list[list[str]] = [
+    [
+        """
+        CREATE TABLE runs (
+            run_id           TEXT PRIMARY KEY,
+            workflow         TEXT NOT NULL,
+            version          TEXT NOT NULL,
+            definition_hash  TEXT NOT NULL,
+            status           TEXT NOT NULL,
+            created_at       TEXT NOT NULL,
+            updated_at       TEXT NOT NULL,
+            last_seq         INTEGER NOT NULL,
+            -- reserved for worker leases (owner, expiry, fencing token)
+            lease_owner      TEXT,
+            lease_expires_at TEXT,
+            lease_token      INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX runs_by_status ON runs (status, created_at)",
+        "CREATE INDEX runs_by_workflow ON runs (workflow, status)",
+        """
+        CREATE TABLE events (
+            run_id   TEXT NOT NULL,
+            seq      INTEGER NOT NULL,
+            type     TEXT NOT NULL,
+            node     TEXT,
+            attempt  INTEGER,
+            ts       TEXT NOT NULL,
+            payload  TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'durable: the events table is append-only'); END
+        """,
+        """
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'durable: the events table is append-only'); END
+        """,
+    ],
+]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+_COLUMNS = {"seq", "ts", "type", "node", "attempt"}
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+def encode_event(event: ev.Event) -> tuple[int, str, str | None, int | None, str, str]:
+    """An event as (seq, type, node, attempt, ts, payload) for the events table."""
+    return (
+        event.seq,
+        event.type,
+        getattr(event, "node", None),
+        getattr(event, "attempt", None),
+        event.ts.isoformat(),
+        event.model_dump_json(exclude=_COLUMNS),
+    )
+
+
+def decode_event(seq: int, type_: str, node: str | None, attempt: int | None, ts: str, payload: str) -> ev.Event:
+    """Rebuild an event from a row of the events table."""
+    data: dict[str, Any] = json.loads(payload)
+    data["seq"] = seq
+    data["type"] = type_
+    data["ts"] = ts
+    if node is not None:
+        data["node"] = node
+    if attempt is not None:
+        data["attempt"] = attempt
+    return ev.EVENT_ADAPTER.validate_python(data)
+
+
+@dataclass
+class _Request:
+    run_id: str
+    events: Sequence[ev.Event]
+    done: bool = False
+    error: BaseException | None = None
+
+
+def _storage_error(exc: sqlite3.Error, path: str) -> StorageError:
+    text = str(exc)
+    if "full" in text:
+        hint = "free disk space (or raise the size limit), then resume the run"
+    elif "locked" in text or "busy" in text:
+        hint = "another process held the write lock too long; retry, or raise busy_timeout"
+    else:
+        hint = "check the disk and the file, then resume the run"
+    return StorageError(f"{path}: {text}; the transaction was rolled back and nothing committed is lost: {hint}")
+
+
+class SQLiteJournal(Journal):
+    """A journal in one SQLite file.
+
+    Args:
+        path: the database file; created if missing (its directory must exist).
+        synchronous: ``"FULL"`` (default) fsyncs every commit: a committed transition survives
+            power loss. ``"NORMAL"`` fsyncs only at WAL checkpoints: much faster, still safe
+            against a crashed *process*, but the last commits may be lost if the *machine* loses
+            power. See ``docs/journal.md``.
+        busy_timeout: seconds to wait for another process's write lock before failing.
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL", busy_timeout: float = 5.0) -> None:
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous={synchronous!r}: use 'FULL' (default) or 'NORMAL'")
+        self.path = str(path)
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self._writer: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: list[_Request] = []
+        self._flushing = False
+        self._flushed = anyio.Event()
+        self._limiter = anyio.CapacityLimiter(1)
+
+    # -- opening ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        await anyio.to_thread.run_sync(self._open_writer, limiter=self._limiter)
+        try:
+            self._reader = await aiosqlite.connect(self.path, timeout=self.busy_timeout)
+            await self._reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            await self._reader.execute("PRAGMA query_only = 1")
+        except sqlite3.Error as exc:
+            await self.close()
+            raise _storage_error(exc, self.path) from None
+
+    def _inspect(self) -> None:
+        """Refuse a file that is not ours, before writing a single byte to it."""
+        p = Path(self.path)
+        if not p.parent.is_dir():
+            raise StorageError(
+                f"{self.path}: the directory {str(p.parent)!r} does not exist; create it (mkdir -p) or choose another path"
+            )
+        if p.is_dir():
+            raise StorageError(f"{self.path} is a directory; give the path of a database file")
+        if not p.exists() or p.stat().st_size == 0:
+            return
+        with open(p, "rb") as f:
+            header = f.read(16)
+        if header != _SQLITE_HEADER:
+            raise NotADurableDatabase(self.path, "this file is not a SQLite database")
+        try:
+            ro = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                app_id = ro.execute("PRAGMA application_id").fetchone()[0]
+                version = ro.execute("PRAGMA user_version").fetchone()[0]
+                tables = ro.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+            finally:
+                ro.close()
+        except sqlite3.Error as exc:
+            raise NotADurableDatabase(self.path, f"this file cannot be read as SQLite ({exc})") from None
+        if tables and app_id != APPLICATION_ID:
+            raise NotADurableDatabase(self.path, "this is a SQLite database, but not a durable journal")
+        if version > SCHEMA_VERSION:
+            raise NotADurableDatabase(
+                self.path, f"this journal has schema version {version}, newer than this durable knows ({SCHEMA_VERSION}); upgrade durable"
+            )
+
+    def _open_writer(self) -> None:
+        self._inspect()
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
+            )
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, self.path) from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the file on a local disk")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _storage_error(exc, self.path) from None
+        except BaseException:
+            conn.close()
+            raise
+        self._writer = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        # BEGIN IMMEDIATE: two processes opening a new file at once must not both create the schema.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise NotADurableDatabase(self.path, f"schema version {version} is newer than this durable; upgrade durable")
+            for step in MIGRATIONS[version:]:
+                for sql in step:
+                    conn.execute(sql)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.close()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await anyio.to_thread.run_sync(writer.close, limiter=self._limiter)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def append(self, run_id: str, events: Sequence[ev.Event]) -> None:
+        if self._writer is None:
+            raise JournalError("the journal is not open; use 'async with Engine(...)' or 'await journal.open()'")
+        request = _Request(run_id, events)
+        self._queue.append(request)  # before the first await: queue order is call order
+        try:
+            while not request.done:
+                if self._flushing:
+                    await self._flushed.wait()
+                    continue
+                await self._flush()
+        except BaseException:
+            if request in self._queue:  # cancelled before any commit took it: withdraw it
+                self._queue.remove(request)
+            raise
+        if request.error is not None:
+            raise request.error
+
+    async def _flush(self) -> None:
+        self._flushing = True
+        batch, self._queue = self._queue, []
+        try:
+            # Not abandoned on cancel: the thread finishes its transaction, and we learn its outcome.
+            await anyio.to_thread.run_sync(self._write, batch, limiter=self._limiter)
+        finally:
+            self._flushing = False
+            for request in batch:
+                request.done = True
+            flushed, self._flushed = self._flushed, anyio.Event()
+            flushed.set()
+
+    def _write(self, batch: list[_Request]) -> None:
+        conn = self._writer
+        assert conn is not None
+        try:
+            # BEGIN IMMEDIATE: take the write lock first, so that two writers can never both
+            # read last_seq N and both append N+1.
+            conn.execute("BEGIN IMMEDIATE")
+            for request in batch:
+                conn.execute("SAVEPOINT batch")
+                try:
+                    self._append_one(conn, request.run_id, request.events)
+                except (JournalError, sqlite3.IntegrityError) as exc:
+                    conn.execute("ROLLBACK TO batch")
+                    request.error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
+                conn.execute("RELEASE batch")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            error = _storage_error(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
+            for request in batch:
+                request.error = error
+            if not isinstance(exc, Exception):
+                raise
+
+    def _append_one(self, conn: sqlite3.Connection, run_id: str, events: Sequence[ev.Event]) -> None:
+        row = conn.execute(
+            "SELECT workflow, version, definition_hash, status, created_at, updated_at, last_seq FROM runs WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        info = _run_info(run_id, row) if row else None
+        check_append(run_id, info, events)
+        last = events[-1]
+        if info is None:
+            first = events[0]
+            assert isinstance(first, ev.RunStarted)
+            conn.execute(
+                "INSERT INTO runs (run_id, workflow, version, definition_hash, status, created_at, updated_at, last_seq)"
+                " VALUES (?, ?, ?, ?, 'running', ?, ?, 0)",
+                (run_id, first.workflow, first.version, first.definition_hash, first.ts.isoformat(), first.ts.isoformat()),
+            )
+            status = "running"
+        else:
+            status = info.status
+        conn.executemany(
+            "INSERT INTO events (run_id, seq, type, node, attempt, ts, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(run_id, *encode_event(e)) for e in events],
+        )
+        conn.execute(
+            "UPDATE runs SET status = ?, updated_at = ?, last_seq = ? WHERE run_id = ?",
+            (status_after(status, events), last.ts.isoformat(), last.seq, run_id),
+        )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        if self._reader is None:
+            raise JournalError("the journal is not open; use 'async with Engine(...)' or 'await journal.open()'")
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, self.path) from None
+
+    async def read(self, run_id: str, *, after: int = 0, upto: int | None = None) -> list[ev.Event]:
+        rows = await self._fetch(
+            "SELECT seq, type, node, attempt, ts, payload FROM events WHERE run_id = ? AND seq > ? AND seq <= ?"
+            " ORDER BY seq",
+            (run_id, after, upto if upto is not None else 2**62),
+        )
+        return [decode_event(*row) for row in rows]
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        rows = await self._fetch(
+            "SELECT workflow, version, definition_hash, status, created_at, updated_at, last_seq FROM runs WHERE run_id = ?",
+            (run_id,),
+        )
+        return _run_info(run_id, rows[0]) if rows else None
+
+    async def list_runs(
+        self, *, status: str | None = None, workflow: str | None = None, limit: int | None = None
+    ) -> list[RunInfo]:
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if workflow is not None:
+            where.append("workflow = ?")
+            params.append(workflow)
+        sql = "SELECT run_id, workflow, version, definition_hash, status, created_at, updated_at, last_seq FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, run_id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = await self._fetch(sql, params)
+        return [_run_info(row[0], row[1:]) for row in rows]
+
+
+def _run_info(run_id: str, row: Sequence[Any]) -> RunInfo:
+    workflow, version, definition_hash, status, created_at, updated_at, last_seq = row
+    return RunInfo(
+        run_id,
+        workflow,
+        version,
+        definition_hash,
+        status,
+        datetime.fromisoformat(created_at),
+        datetime.fromisoformat(updated_at),
+        last_seq,
+    )
