@@ -28,6 +28,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
+from . import _crash
 from . import events as ev
 from . import fold as f
 from ._codec import encode_any
@@ -96,9 +97,11 @@ class _LiveRun:
         """Commit every recorded event. Shielded: once recorded, an event is committed or the run is broken."""
         if not self._pending:
             return
+        _crash.reached("before_append")
         batch, self._pending = self._pending, []
         with anyio.CancelScope(shield=True):
             await self.engine.journal.append(self.run_id, batch)
+        _crash.reached("after_commit")
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
@@ -174,6 +177,11 @@ class Engine:
         self._tg.cancel_scope.cancel()
         try:
             return await self._tg.__aexit__(et, e, tb)
+        except BaseExceptionGroup as group:  # a simulated crash ends the engine as itself, not wrapped
+            crash = _unwrap(group)
+            if isinstance(crash, _crash.SimulatedCrash):
+                raise crash from None
+            raise
         finally:
             self._tg = None
             await self.journal.close()
@@ -464,6 +472,7 @@ class Engine:
                     if s.timeout is None:
                         raise
                     raise StepTimeout(node.id, s.timeout) from None
+                _crash.reached("in_step")
                 output = codec.encode_output(out)
             except SerializationError as exc:  # deterministic: retrying cannot help
                 info = _error_info(exc, node.id)

@@ -3,10 +3,12 @@
 Everything SQLite-specific lives here: the schema and its migrations, the pragmas, the
 checks that refuse a file which is not ours, and the write path.
 
-The write path is a *group commit*. Every :meth:`SQLiteJournal.append` enqueues its batch;
-the first caller that finds no commit in progress becomes the leader, takes everything
-queued, and writes it in one ``BEGIN IMMEDIATE`` transaction on a worker thread (one thread
-hop and one fsync for all of them). Appends that arrive meanwhile wait for the next commit.
+The write path is a *group commit*. One writer thread, owned by the journal (started by
+``open``, joined by ``close``), holds the write connection. Every :meth:`SQLiteJournal.append`
+puts its batch on the writer's queue and awaits a future; the writer takes everything
+queued, writes it in one ``BEGIN IMMEDIATE`` transaction, commits (one fsync for all), and
+wakes the event loop once for the whole group. Appends that arrive meanwhile form the next
+group. The write path uses asyncio futures: run the engine on anyio's asyncio backend.
 Each batch sits in its own SAVEPOINT, so one refused batch (a seq conflict) does not undo
 its neighbours; a storage failure rolls the whole transaction back and fails every batch
 in it, so nothing is ever half applied.
@@ -17,18 +19,22 @@ commit and never block the writer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import Any, Literal
 
 import aiosqlite
 import anyio
 import anyio.to_thread
 
+from . import _crash
 from . import events as ev
 from .errors import JournalError, NotADurableDatabase, StorageError
 from .journal import Journal, RunInfo, check_append, status_after
@@ -113,12 +119,26 @@ def decode_event(seq: int, type_: str, node: str | None, attempt: int | None, ts
     return ev.EVENT_ADAPTER.validate_python(data)
 
 
+_MAX_BATCH = 512  # batches per commit: bounds one transaction's size and latency
+
+
 @dataclass
 class _Request:
     run_id: str
     events: Sequence[ev.Event]
-    done: bool = False
+    future: asyncio.Future[None]
     error: BaseException | None = None
+
+
+def _resolve(batch: list[_Request]) -> None:
+    """On the event loop: hand each caller its outcome."""
+    for request in batch:
+        if request.future.done():  # the caller was cancelled; the outcome stands regardless
+            continue
+        if request.error is None:
+            request.future.set_result(None)
+        else:
+            request.future.set_exception(request.error)
 
 
 def _storage_error(exc: sqlite3.Error, path: str) -> StorageError:
@@ -152,17 +172,17 @@ class SQLiteJournal(Journal):
         self.busy_timeout = busy_timeout
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: list[_Request] = []
-        self._flushing = False
-        self._flushed = anyio.Event()
-        self._limiter = anyio.CapacityLimiter(1)
+        self._queue: SimpleQueue[_Request | None] = SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     # -- opening ------------------------------------------------------------------------------
 
     async def open(self) -> None:
         if self._writer is not None:
             return
-        await anyio.to_thread.run_sync(self._open_writer, limiter=self._limiter)
+        await anyio.to_thread.run_sync(self._open_writer)
+        self._thread = threading.Thread(target=self._run_writer, name=f"durable writer {self.path}", daemon=True)
+        self._thread.start()
         try:
             self._reader = await aiosqlite.connect(self.path, timeout=self.busy_timeout)
             await self._reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
@@ -247,47 +267,51 @@ class SQLiteJournal(Journal):
         if self._reader is not None:
             reader, self._reader = self._reader, None
             await reader.close()
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            self._queue.put(None)  # the writer commits what is queued, then stops
+            await anyio.to_thread.run_sync(thread.join)
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            await anyio.to_thread.run_sync(writer.close, limiter=self._limiter)
+            writer.close()
 
     # -- writing ------------------------------------------------------------------------------
 
     async def append(self, run_id: str, events: Sequence[ev.Event]) -> None:
-        if self._writer is None:
+        writer = self._thread
+        if writer is None:
             raise JournalError("the journal is not open; use 'async with Engine(...)' or 'await journal.open()'")
-        request = _Request(run_id, events)
-        self._queue.append(request)  # before the first await: queue order is call order
-        try:
-            while not request.done:
-                if self._flushing:
-                    await self._flushed.wait()
-                    continue
-                await self._flush()
-        except BaseException:
-            if request in self._queue:  # cancelled before any commit took it: withdraw it
-                self._queue.remove(request)
-            raise
-        if request.error is not None:
-            raise request.error
+        loop = asyncio.get_running_loop()
+        request = _Request(run_id, events, loop.create_future())
+        self._queue.put(request)
+        await request.future
 
-    async def _flush(self) -> None:
-        self._flushing = True
-        batch, self._queue = self._queue, []
-        try:
-            # Not abandoned on cancel: the thread finishes its transaction, and we learn its outcome.
-            await anyio.to_thread.run_sync(self._write, batch, limiter=self._limiter)
-        finally:
-            self._flushing = False
-            for request in batch:
-                request.done = True
-            flushed, self._flushed = self._flushed, anyio.Event()
-            flushed.set()
+    def _run_writer(self) -> None:
+        """The writer thread: take every queued batch, commit them together, wake their callers."""
+        queue = self._queue
+        while True:
+            first = queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    nxt = queue.get_nowait()
+                except Empty:
+                    break
+                if nxt is None:
+                    queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(nxt)
+            self._write(batch)
+            # One wake-up of the event loop per commit, however many callers it serves.
+            batch[0].future.get_loop().call_soon_threadsafe(_resolve, batch)
 
     def _write(self, batch: list[_Request]) -> None:
         conn = self._writer
         assert conn is not None
         try:
+            _crash.dead()
             # BEGIN IMMEDIATE: take the write lock first, so that two writers can never both
             # read last_seq N and both append N+1.
             conn.execute("BEGIN IMMEDIATE")
@@ -299,8 +323,9 @@ class SQLiteJournal(Journal):
                     conn.execute("ROLLBACK TO batch")
                     request.error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
                 conn.execute("RELEASE batch")
+            _crash.reached("before_commit")
             conn.execute("COMMIT")
-        except BaseException as exc:
+        except BaseException as exc:  # storage failure, simulated crash, or a bug: nothing of the batch stays
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
@@ -309,8 +334,6 @@ class SQLiteJournal(Journal):
             error = _storage_error(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
             for request in batch:
                 request.error = error
-            if not isinstance(exc, Exception):
-                raise
 
     def _append_one(self, conn: sqlite3.Connection, run_id: str, events: Sequence[ev.Event]) -> None:
         row = conn.execute(
