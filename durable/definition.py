@@ -46,7 +46,7 @@ class Step(Generic[P, R]):
         version: str | int = "1",
     ) -> None:
         if isinstance(fn, Step):  # re-wrapping a step (to rename it, say) wraps its function
-            fn = fn.fn
+            fn = fn.fn  # type: ignore[has-type]
         if not callable(fn):
             raise DefinitionError(f"@step needs a function, got {fn!r}")
         self.fn = fn
@@ -102,6 +102,7 @@ def step(
     """Mark a sync or async function as a durable step, bare (``@step``) or with options.
 
     Args:
+        fn: the function, when used bare as ``@step``.
         name: the step's name in the journal; defaults to the function's name.
         retries: a ``RetryPolicy``, or a number of retries (``retries=3`` means up to four attempts).
         timeout: the longest one attempt may run (``"30s"``, seconds, or a timedelta).
@@ -233,7 +234,9 @@ class Workflow:
 
     def _check_new_id(self, node_id: str, what: str) -> None:
         if not node_id or "/" in node_id:
-            raise DefinitionError(f"workflow {self.name!r}: {what} name {node_id!r} must be non-empty and contain no '/'")
+            raise DefinitionError(
+                f"workflow {self.name!r}: {what} name {node_id!r} must be non-empty and contain no '/'"
+            )
         if node_id in set(self.node_ids()):
             raise DefinitionError(
                 f"workflow {self.name!r}: a node named {node_id!r} already exists; node names must be unique. "

@@ -30,7 +30,6 @@ from anyio.abc import TaskGroup
 
 from . import _crash
 from . import events as ev
-from . import fold as f
 from ._codec import encode_any
 from .context import StepContext, _current
 from .definition import ForkNode, StepNode, Workflow, definition_changes
@@ -45,6 +44,7 @@ from .errors import (
     StepError,
     StepTimeout,
 )
+from .fold import COMPLETED, FAILED, INTERRUPTED, NOT_STARTED, RunState, fold
 from .journal import Journal, RunInfo
 from .retry import backoff_delay
 from .sqlite import SQLiteJournal, Synchronous
@@ -75,7 +75,7 @@ def _error_info(exc: BaseException, node: str | None) -> ev.ErrorInfo:
 class _LiveRun:
     """A run executing in this engine: its workflow, its live state, and its outcome."""
 
-    def __init__(self, engine: Engine, workflow: Workflow, state: f.RunState) -> None:
+    def __init__(self, engine: Engine, workflow: Workflow, state: RunState) -> None:
         assert state.run_id is not None
         self.engine = engine
         self.run_id: str = state.run_id
@@ -86,9 +86,9 @@ class _LiveRun:
         self.result: Any = None
         self.error: BaseException | None = None
 
-    def record(self, event_type: type[ev.Event], **fields: Any) -> ev.Event:  # type: ignore[valid-type]
+    def record(self, event_type: Any, **fields: Any) -> ev.Event:
         """Create the next event (seq and time assigned), apply it to the live state, queue it for commit."""
-        event = event_type(seq=self.state.last_seq + 1, ts=ev.utcnow(), **fields)
+        event: ev.Event = event_type(seq=self.state.last_seq + 1, ts=ev.utcnow(), **fields)
         self.state.apply(event)
         self._pending.append(event)
         return event
@@ -132,7 +132,7 @@ class RunHandle:
             return self._live.result
         return await self._engine._stored_result(self.run_id, self._workflow)
 
-    async def state(self) -> f.RunState:
+    async def state(self) -> RunState:
         """The run's state as committed so far."""
         return await self._engine.state(self.run_id)
 
@@ -226,7 +226,7 @@ class Engine:
                 raise RunAlreadyExists(run_id)
             return await self.resume(run_id, workflow)
         input_json = encode_any(input, what="the run's input")
-        run = _LiveRun(self, workflow, f.RunState(run_id=run_id))
+        run = _LiveRun(self, workflow, RunState(run_id=run_id))
         run.record(
             ev.RunStarted,
             workflow=workflow.name,
@@ -258,7 +258,7 @@ class Engine:
         events = await self.journal.read(run_id)
         if not events:
             raise RunNotFound(run_id)
-        state = f.fold(events, run_id)
+        state = fold(events, run_id)
         self._check_definition(state, workflow)
         if state.finished:
             return RunHandle(run_id, self, workflow)
@@ -293,12 +293,12 @@ class Engine:
             if workflow is None:
                 candidate = next(w for w in by_hash.values() if w.name == info.workflow)
                 events = await self.journal.read(info.run_id, upto=1)
-                self._check_definition(f.fold(events, info.run_id), candidate)
+                self._check_definition(fold(events, info.run_id), candidate)
             else:
                 todo.append((info.run_id, workflow))
         return [await self.resume(run_id, workflow) for run_id, workflow in reversed(todo)]
 
-    def _check_definition(self, state: f.RunState, workflow: Workflow) -> None:
+    def _check_definition(self, state: RunState, workflow: Workflow) -> None:
         if state.definition_hash == workflow.definition_hash:
             return
         assert state.run_id is not None
@@ -335,7 +335,7 @@ class Engine:
             raise RunNotFound(run_id)
         return events
 
-    async def state(self, run_id: str, at: int | None = None) -> f.RunState:
+    async def state(self, run_id: str, at: int | None = None) -> RunState:
         """The fold of the run's events up to seq ``at`` (all of them by default).
 
         Raises:
@@ -347,7 +347,7 @@ class Engine:
             if at < 0 or at > events[-1].seq:
                 raise SeqOutOfRange(run_id, at, events[-1].seq)
             events = events[:at]
-        return f.fold(events, run_id)
+        return fold(events, run_id)
 
     async def list_runs(
         self, status: str | None = None, workflow: str | None = None, limit: int | None = None
@@ -408,7 +408,7 @@ class Engine:
 
     async def _run_fork(self, run: _LiveRun, node: ForkNode, value: Any) -> Any:
         state = run.state.nodes.get(node.id)
-        if state is not None and state.status == f.COMPLETED:
+        if state is not None and state.status == COMPLETED:
             return {b.name: _branch_output(run.state, b.nodes[-1]) for b in node.branches}
         if state is None or not state.branches:
             run.record(ev.ForkStarted, node=node.id, branches=[b.name for b in node.branches])
@@ -417,7 +417,7 @@ class Engine:
 
         async def branch_task(branch_index: int, tg: TaskGroup) -> None:
             branch = node.branches[branch_index]
-            if run.state.nodes[node.id].branches.get(branch.name) == f.COMPLETED:
+            if run.state.nodes[node.id].branches.get(branch.name) == COMPLETED:
                 outputs[branch.name] = _branch_output(run.state, branch.nodes[-1])
                 return
             try:
@@ -444,13 +444,13 @@ class Engine:
         codec = s.codec
         while True:
             st = run.state.nodes.get(node.id)
-            if st is not None and st.status == f.COMPLETED:
+            if st is not None and st.status == COMPLETED:
                 return codec.decode_output(st.output)
-            if st is not None and st.status == f.FAILED and st.error is not None:  # failed for good before a crash
+            if st is not None and st.status == FAILED and st.error is not None:  # failed for good before a crash
                 cause = StepError(node.id, st.error.type, st.error.message, st.error.traceback)
                 raise _StepFailedForGood(node.id, st.error, cause)
             attempt = (st.attempt if st else 0) + 1
-            if st is None or st.status in (f.NOT_STARTED, f.INTERRUPTED):
+            if st is None or st.status in (NOT_STARTED, INTERRUPTED):
                 run.record(ev.StepScheduled, node=node.id, attempt=attempt)
             elif st.not_before is not None:
                 await run.commit()
@@ -514,18 +514,18 @@ def _check_workflow(workflow: Any) -> Workflow:
     raise DurableError(f"{workflow!r} is not a Workflow; build one with Workflow('name').then(step)")
 
 
-def _branch_output(state: f.RunState, last: StepNode) -> Any:
+def _branch_output(state: RunState, last: StepNode) -> Any:
     return last.step.codec.decode_output(state.nodes[last.id].output)
 
 
-def _result_json(workflow: Workflow, state: f.RunState) -> Any:
+def _result_json(workflow: Workflow, state: RunState) -> Any:
     last = workflow.nodes[-1]
     if isinstance(last, ForkNode):
         return {b.name: state.nodes[b.nodes[-1].id].output for b in last.branches}
     return state.nodes[last.id].output
 
 
-def _decode_result(workflow: Workflow | None, state: f.RunState) -> Any:
+def _decode_result(workflow: Workflow | None, state: RunState) -> Any:
     if workflow is None:
         return state.result
     last = workflow.nodes[-1]
@@ -547,11 +547,9 @@ def _unwrap(exc: BaseException) -> BaseException:
         else:
             leaves.append(e)
     cancelled = anyio.get_cancelled_exc_class()
-    for kind in (lambda e: not isinstance(e, Exception | cancelled), lambda e: isinstance(e, Exception)):
-        for leaf in leaves:
-            if kind(leaf):
-                return leaf
-    return leaves[0]
+    crashes = [e for e in leaves if not isinstance(e, Exception | cancelled)]
+    errors = [e for e in leaves if isinstance(e, Exception)]
+    return (crashes or errors or leaves)[0]
 
 
 def run(

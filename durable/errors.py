@@ -190,7 +190,9 @@ class NotADurableDatabase(JournalError):
     """
 
     def __init__(self, path: str, why: str) -> None:
-        super().__init__(f"{path}: {why}; it was left untouched. Point --db / DURABLE_DB at a durable journal or a new path")
+        super().__init__(
+            f"{path}: {why}; it was left untouched. Point --db / DURABLE_DB at a durable journal or a new path"
+        )
         self.path = path
 
 

@@ -84,7 +84,8 @@ class RunState:
 
     def to_dict(self) -> dict[str, Any]:
         """The state as JSON-ready data (datetimes as ISO strings)."""
-        return _jsonable(asdict(self))
+        data: dict[str, Any] = _jsonable(asdict(self))
+        return data
 
     def _node(self, node: str, kind: str = "step") -> NodeState:
         state = self.nodes.get(node)

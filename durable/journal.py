@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import pairwise
 from types import TracebackType
 
 import anyio.lowlevel
@@ -58,7 +59,7 @@ def check_append(run_id: str, info: RunInfo | None, events: Sequence[ev.Event]) 
     """
     if not events:
         raise JournalError(f"append to run {run_id!r}: empty batch")
-    for prev, nxt in zip(events, events[1:], strict=False):
+    for prev, nxt in pairwise(events):
         if nxt.seq != prev.seq + 1:
             raise JournalError(f"append to run {run_id!r}: seqs {prev.seq} and {nxt.seq} are not contiguous")
     first = events[0]

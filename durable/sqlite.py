@@ -91,6 +91,7 @@ MIGRATIONS: list[list[str]] = [
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 _COLUMNS = {"seq", "ts", "type", "node", "attempt"}
+_RUN_FIELDS = "workflow, version, definition_hash, status, created_at, updated_at, last_seq"
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
@@ -196,7 +197,8 @@ class SQLiteJournal(Journal):
         p = Path(self.path)
         if not p.parent.is_dir():
             raise StorageError(
-                f"{self.path}: the directory {str(p.parent)!r} does not exist; create it (mkdir -p) or choose another path"
+                f"{self.path}: the directory {str(p.parent)!r} does not exist; "
+                "create it (mkdir -p) or choose another path"
             )
         if p.is_dir():
             raise StorageError(f"{self.path} is a directory; give the path of a database file")
@@ -220,15 +222,15 @@ class SQLiteJournal(Journal):
             raise NotADurableDatabase(self.path, "this is a SQLite database, but not a durable journal")
         if version > SCHEMA_VERSION:
             raise NotADurableDatabase(
-                self.path, f"this journal has schema version {version}, newer than this durable knows ({SCHEMA_VERSION}); upgrade durable"
+                self.path,
+                f"this journal has schema version {version}, newer than this durable knows ({SCHEMA_VERSION}); "
+                "upgrade durable",
             )
 
     def _open_writer(self) -> None:
         self._inspect()
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
-            )
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
         except sqlite3.Error as exc:
             raise _storage_error(exc, self.path) from None
         try:
@@ -252,7 +254,9 @@ class SQLiteJournal(Journal):
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise NotADurableDatabase(self.path, f"schema version {version} is newer than this durable; upgrade durable")
+                raise NotADurableDatabase(
+                    self.path, f"schema version {version} is newer than this durable; upgrade durable"
+                )
             for step in MIGRATIONS[version:]:
                 for sql in step:
                     conn.execute(sql)
@@ -337,7 +341,7 @@ class SQLiteJournal(Journal):
 
     def _append_one(self, conn: sqlite3.Connection, run_id: str, events: Sequence[ev.Event]) -> None:
         row = conn.execute(
-            "SELECT workflow, version, definition_hash, status, created_at, updated_at, last_seq FROM runs WHERE run_id = ?",
+            f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?",
             (run_id,),
         ).fetchone()
         info = _run_info(run_id, row) if row else None
@@ -347,9 +351,15 @@ class SQLiteJournal(Journal):
             first = events[0]
             assert isinstance(first, ev.RunStarted)
             conn.execute(
-                "INSERT INTO runs (run_id, workflow, version, definition_hash, status, created_at, updated_at, last_seq)"
-                " VALUES (?, ?, ?, ?, 'running', ?, ?, 0)",
-                (run_id, first.workflow, first.version, first.definition_hash, first.ts.isoformat(), first.ts.isoformat()),
+                f"INSERT INTO runs (run_id, {_RUN_FIELDS}) VALUES (?, ?, ?, ?, 'running', ?, ?, 0)",
+                (
+                    run_id,
+                    first.workflow,
+                    first.version,
+                    first.definition_hash,
+                    first.ts.isoformat(),
+                    first.ts.isoformat(),
+                ),
             )
             status = "running"
         else:
@@ -383,7 +393,7 @@ class SQLiteJournal(Journal):
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         rows = await self._fetch(
-            "SELECT workflow, version, definition_hash, status, created_at, updated_at, last_seq FROM runs WHERE run_id = ?",
+            f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?",
             (run_id,),
         )
         return _run_info(run_id, rows[0]) if rows else None
@@ -398,7 +408,7 @@ class SQLiteJournal(Journal):
         if workflow is not None:
             where.append("workflow = ?")
             params.append(workflow)
-        sql = "SELECT run_id, workflow, version, definition_hash, status, created_at, updated_at, last_seq FROM runs"
+        sql = f"SELECT run_id, {_RUN_FIELDS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, run_id DESC"
