@@ -342,9 +342,20 @@ def _flatten(canonical: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]
             out[node["id"]] = (f"position {i + 1}", {"kind": "fork", "branches": names})
             for b in node.get("branches", []):
                 for j, n in enumerate(b.get("nodes", [])):
-                    out[n["id"]] = (f"branch {b['name']!r} of {node['id']!r}, position {j + 1}", dict(n))
+                    out[n["id"]] = (f"branch {b['name']!r} of {node['id']!r}, position {j + 1}", _fields(n))
         else:
-            out[node["id"]] = (f"position {i + 1}", dict(node))
+            out[node["id"]] = (f"position {i + 1}", _fields(node))
+    return out
+
+
+def _fields(node: dict[str, Any]) -> dict[str, Any]:
+    """A node's fields with nested settings spread out (``retry.max_attempts``), for precise diffs."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
     return out
 
 

@@ -308,8 +308,8 @@ class Engine:
             f"run {state.run_id!r} was started by definition {old[:12]} ({state.workflow} v{state.version}); "
             f"the code now defines {new[:12]} ({workflow.name} v{workflow.version}):\n  - "
             + "\n  - ".join(changes or ["(the canonical forms differ)"])
-            + "\nFinish or cancel the old run with the old code (keep that definition registered, under "
-            "its own version), or start a new run."
+            + "\nLet the old run finish under the code that started it (keep that definition, with its own "
+            "version, and pass it to resume/recover), or start a new run."
         )
         raise DefinitionMismatch(state.run_id, old, new, changes, message)
 
