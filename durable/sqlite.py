@@ -103,7 +103,7 @@ def encode_event(event: ev.Event) -> tuple[int, str, str | None, int | None, str
         getattr(event, "node", None),
         getattr(event, "attempt", None),
         event.ts.isoformat(),
-        event.model_dump_json(exclude=_COLUMNS),
+        event.model_dump_json(exclude=_COLUMNS, exclude_none=True),
     )
 
 
