@@ -245,6 +245,26 @@ class Workflow:
                 else f"workflow {self.name!r}: a node named {node_id!r} already exists; pass .fork(name='...')"
             )
 
+    def with_steps(self, wrap: Callable[[StepNode], Step[Any, Any]]) -> Workflow:
+        """A copy of this workflow whose every step is replaced by ``wrap(node)``.
+
+        The structure and ids are kept. If ``wrap`` keeps each step's name, version, retry
+        and timeout, the copy has the same definition hash: this is how ``durable.testing``
+        instruments a user's steps without changing what the journal sees.
+        """
+
+        def swap(node: StepNode) -> StepNode:
+            return StepNode(node.id, wrap(node), node.kind)
+
+        nodes: list[Node] = []
+        for node in self.nodes:
+            if isinstance(node, StepNode):
+                nodes.append(swap(node))
+            else:
+                branches = tuple(Branch(b.name, tuple(swap(n) for n in b.nodes)) for b in node.branches)
+                nodes.append(ForkNode(node.id, branches))
+        return Workflow(self.name, self.version, _nodes=tuple(nodes))
+
     # -- reading ----------------------------------------------------------------------------
 
     def node_ids(self) -> Iterator[str]:

@@ -1,0 +1,27 @@
+"""Tools to test workflows against crashes: crash points, the crash-safety check, strategies.
+
+``durable.testing.strategies`` (random workflow shapes) and :func:`check_crash_safety` need
+Hypothesis: ``pip install 'durable[testing]'``.
+"""
+
+from ..journal import InMemoryJournal as InMemoryJournal
+from .check import CrashSafetyError as CrashSafetyError
+from .check import CrashSafetyReport as CrashSafetyReport
+from .check import check_crash_safety as check_crash_safety
+from .check import run_with_crashes as run_with_crashes
+from .crash import POINTS as POINTS
+from .crash import SimulatedCrash as SimulatedCrash
+from .crash import crash_at as crash_at
+from .invariants import journal_violations as journal_violations
+
+__all__ = [
+    "POINTS",
+    "CrashSafetyError",
+    "CrashSafetyReport",
+    "InMemoryJournal",
+    "SimulatedCrash",
+    "check_crash_safety",
+    "crash_at",
+    "journal_violations",
+    "run_with_crashes",
+]
