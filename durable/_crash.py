@@ -20,10 +20,11 @@ raises it too, so the file is left exactly as a killed process would leave it.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["POINTS", "SimulatedCrash", "arm", "dead", "disarm", "reached"]
+__all__ = ["POINTS", "SimulatedCrash", "arm", "dead", "disarm", "reached", "set_write_fault", "write_fault"]
 
 POINTS: tuple[str, ...] = ("before_append", "before_commit", "after_commit", "in_step")
 
@@ -83,3 +84,34 @@ def dead() -> None:
     schedule = _schedule
     if schedule is not None and schedule.fired is not None:
         raise schedule.fired
+
+
+@dataclass
+class _WriteFault:
+    at: int
+    persistent: bool
+    message: str
+    count: int = 0
+
+
+_write_fault: _WriteFault | None = None
+
+
+def set_write_fault(at: int | None, *, persistent: bool = False, message: str = "disk I/O error") -> None:
+    """Make the ``at``-th journal write transaction fail; ``None`` clears the fault.
+
+    The failure is ``sqlite3.OperationalError(message)``, raised just before COMMIT; with
+    ``persistent``, every later write transaction fails too.
+    """
+    global _write_fault
+    _write_fault = None if at is None else _WriteFault(at, persistent, message)
+
+
+def write_fault() -> None:
+    """Reached in the journal's write transaction, after its rows are written and before COMMIT."""
+    fault = _write_fault
+    if fault is None:
+        return
+    fault.count += 1
+    if fault.count == fault.at or (fault.persistent and fault.count > fault.at):
+        raise sqlite3.OperationalError(fault.message)

@@ -177,11 +177,11 @@ class Engine:
         self._tg.cancel_scope.cancel()
         try:
             return await self._tg.__aexit__(et, e, tb)
-        except BaseExceptionGroup as group:  # a simulated crash ends the engine as itself, not wrapped
-            crash = _unwrap(group)
-            if isinstance(crash, _crash.SimulatedCrash):
-                raise crash from None
-            raise
+        except BaseExceptionGroup as group:
+            # Runs never raise into the group (they keep their errors for their handles), so
+            # what is here is the block's own exception or a simulated crash: raise it as
+            # itself, not wrapped, so that `except RunNotFound:` around the block still works.
+            raise _unwrap(group) from None
         finally:
             self._tg = None
             await self.journal.close()
@@ -535,7 +535,7 @@ def _decode_result(workflow: Workflow | None, state: RunState) -> Any:
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    """The most telling exception inside nested exception groups (crashes first, then errors)."""
+    """The most telling exception inside nested exception groups (crashes first, then errors, then cancellation)."""
     if not isinstance(exc, BaseExceptionGroup):
         return exc
     leaves: list[BaseException] = []

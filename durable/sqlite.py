@@ -175,6 +175,7 @@ class SQLiteJournal(Journal):
         self._reader: aiosqlite.Connection | None = None
         self._queue: SimpleQueue[_Request | None] = SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._max_pages: int | None = None
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -290,6 +291,14 @@ class SQLiteJournal(Journal):
         self._queue.put(request)
         await request.future
 
+    def limit_pages(self, pages: int) -> None:
+        """Cap the database at ``pages`` pages from the next write on: a full disk, for tests.
+
+        Writes beyond the cap fail with ``StorageError`` ("database or disk is full"); raise the
+        cap again (SQLite keeps the larger of the cap and the current size) to "free space".
+        """
+        self._max_pages = pages
+
     def _run_writer(self) -> None:
         """The writer thread: take every queued batch, commit them together, wake their callers."""
         queue = self._queue
@@ -316,6 +325,9 @@ class SQLiteJournal(Journal):
         assert conn is not None
         try:
             _crash.dead()
+            if self._max_pages is not None:
+                pages, self._max_pages = self._max_pages, None
+                conn.execute(f"PRAGMA max_page_count = {int(pages)}")
             # BEGIN IMMEDIATE: take the write lock first, so that two writers can never both
             # read last_seq N and both append N+1.
             conn.execute("BEGIN IMMEDIATE")
@@ -327,6 +339,7 @@ class SQLiteJournal(Journal):
                     conn.execute("ROLLBACK TO batch")
                     request.error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
                 conn.execute("RELEASE batch")
+            _crash.write_fault()
             _crash.reached("before_commit")
             conn.execute("COMMIT")
         except BaseException as exc:  # storage failure, simulated crash, or a bug: nothing of the batch stays

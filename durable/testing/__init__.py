@@ -12,6 +12,7 @@ from .check import run_with_crashes as run_with_crashes
 from .crash import POINTS as POINTS
 from .crash import SimulatedCrash as SimulatedCrash
 from .crash import crash_at as crash_at
+from .crash import io_error_at as io_error_at
 from .invariants import journal_violations as journal_violations
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "SimulatedCrash",
     "check_crash_safety",
     "crash_at",
+    "io_error_at",
     "journal_violations",
     "run_with_crashes",
 ]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .._crash import POINTS, SimulatedCrash, arm, disarm
+from .._crash import POINTS, SimulatedCrash, arm, disarm, set_write_fault
 
-__all__ = ["POINTS", "SimulatedCrash", "crash_at"]
+__all__ = ["POINTS", "SimulatedCrash", "crash_at", "io_error_at"]
 
 
 @contextmanager
@@ -32,3 +32,21 @@ def crash_at(point: str, n: int = 1) -> Iterator[None]:
         yield
     finally:
         disarm()
+
+
+@contextmanager
+def io_error_at(n: int, *, persistent: bool = False) -> Iterator[None]:
+    """Within the block, the ``n``-th journal write transaction fails with an I/O error.
+
+    The error is raised where SQLite reports one, after the transaction's rows are written
+    and before COMMIT, so the whole transaction is rolled back; the caller gets a
+    ``StorageError``. With ``persistent=True`` every later write fails too, until the block
+    ends ("the disk came back").
+    """
+    if n < 1:
+        raise ValueError("n counts from 1")
+    set_write_fault(n, persistent=persistent)
+    try:
+        yield
+    finally:
+        set_write_fault(None)
