@@ -250,6 +250,8 @@ class SQLiteJournal(Journal):
         self._writer = conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return  # the common case: nothing to write, no lock to take
         # BEGIN IMMEDIATE: two processes opening a new file at once must not both create the schema.
         conn.execute("BEGIN IMMEDIATE")
         try:
