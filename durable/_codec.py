@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import JsonValue, TypeAdapter
+from pydantic import ConfigDict, JsonValue, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from .errors import SerializationError
 
 __all__ = ["Codec", "encode_any"]
 
-_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+# Infinity and NaN are not JSON: keep them as constants when dumping, so that the strict
+# json.dumps check below refuses them instead of silently storing null.
+_ANY: TypeAdapter[Any] = TypeAdapter(Any, config=ConfigDict(ser_json_inf_nan="constants"))
+
+
+def _strict_json(data: Any) -> JsonValue:
+    json.dumps(data, allow_nan=False)  # ValueError on inf/nan, TypeError on non-JSON leftovers
+    return data  # type: ignore[no-any-return]
 
 
 def _type_name(value: object) -> str:
@@ -25,7 +33,7 @@ def _type_name(value: object) -> str:
 def encode_any(value: Any, *, what: str, node: str | None = None) -> JsonValue:
     """Encode a value of any type (a run's input) to JSON, inferring from its runtime type."""
     try:
-        return _ANY.dump_python(value, mode="json", warnings="error")  # type: ignore[no-any-return]
+        return _strict_json(_ANY.dump_python(value, mode="json", warnings="error"))
     except (PydanticSerializationError, ValueError, TypeError) as exc:
         raise SerializationError(
             f"{what} of type {_type_name(value)} cannot be encoded as JSON ({exc}); "
@@ -33,6 +41,14 @@ def encode_any(value: Any, *, what: str, node: str | None = None) -> JsonValue:
             node=node,
             type_name=_type_name(value),
         ) from None
+
+
+def _required_positional(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    return [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
 
 
 class Codec:
@@ -46,7 +62,7 @@ class Codec:
         self._fn = fn
         self._name = name
         self._ready = False
-        self.takes_input = True
+        self.takes_input = bool(_required_positional(fn))
         self._param: TypeAdapter[Any] | None = None
         self._ret: TypeAdapter[Any] | None = None
 
@@ -57,12 +73,7 @@ class Codec:
             hints = typing.get_type_hints(self._fn)
         except Exception:  # unresolvable annotations: fall back to untyped JSON
             hints = {}
-        params = [
-            p
-            for p in inspect.signature(self._fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-        ]
-        self.takes_input = bool(params)
+        params = _required_positional(self._fn)
         if params and params[0].name in hints and hints[params[0].name] is not Any:
             self._param = TypeAdapter(hints[params[0].name])
         ret = hints.get("return", Any)
@@ -80,7 +91,7 @@ class Codec:
         if self._ret is None:
             return encode_any(value, what=f"the output of step {self._name!r}", node=self._name)
         try:
-            return self._ret.dump_python(value, mode="json", warnings="error")  # type: ignore[no-any-return]
+            return _strict_json(self._ret.dump_python(value, mode="json", warnings="error"))
         except (PydanticSerializationError, ValueError, TypeError) as exc:
             raise SerializationError(
                 f"step {self._name!r} returned a value of type {_type_name(value)} that cannot be encoded as JSON "

@@ -238,11 +238,11 @@ class Workflow:
                 f"workflow {self.name!r}: {what} name {node_id!r} must be non-empty and contain no '/'"
             )
         if node_id in set(self.node_ids()):
+            method = {"step": "then", "join": "join"}.get(what)
+            hint = f".{method}({node_id}, name='{node_id}_2')" if method else ".fork(name='...')"
             raise DefinitionError(
                 f"workflow {self.name!r}: a node named {node_id!r} already exists; node names must be unique. "
-                f"Give this {what} another name, e.g. .then({node_id}, name='{node_id}_2')"
-                if what == "step"
-                else f"workflow {self.name!r}: a node named {node_id!r} already exists; pass .fork(name='...')"
+                f"Give this {what} another name: {hint}"
             )
 
     def with_steps(self, wrap: Callable[[StepNode], Step[Any, Any]]) -> Workflow:
@@ -324,6 +324,8 @@ class ForkBuilder:
         taken = set(self._parent.node_ids()) | {n.id for b in self._branches for n in b.nodes} | {self._id}
         nodes: list[StepNode] = []
         for s in steps:
+            if "/" in s.name:
+                raise DefinitionError(f"{where}: step name {s.name!r} must contain no '/'")
             if s.name in taken:
                 raise DefinitionError(
                     f"{where}: a node named {s.name!r} already exists; node names must be unique. "
@@ -342,7 +344,9 @@ class ForkBuilder:
         fork = ForkNode(self._id, self._branches)
         with_fork = Workflow(self._parent.name, self._parent.version, _nodes=(*self._parent.nodes, fork))
         s = _as_step(fn)
-        return with_fork._with(StepNode(name or s.name, s, kind="join"))
+        node = StepNode(name or s.name, s, kind="join")
+        with_fork._check_new_id(node.id, "join")
+        return Workflow(with_fork.name, with_fork.version, _nodes=(*with_fork.nodes, node))
 
     def fork(self, **_: Any) -> ForkBuilder:
         """Refused: forks cannot be opened inside an open fork."""

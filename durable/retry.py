@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import DefinitionError
 
@@ -40,8 +41,8 @@ def parse_duration(value: Duration, *, what: str = "duration") -> float:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise DefinitionError(f"{what}: {value!r} is not a duration; write seconds, a timedelta, or '30s', '1m', '2h'")
-    if seconds < 0 or seconds != seconds:
-        raise DefinitionError(f"{what}: {value!r} must not be negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise DefinitionError(f"{what}: {value!r} must be a finite duration, not negative")
     return seconds
 
 
@@ -70,8 +71,8 @@ class RetryPolicy(BaseModel):
 
     @field_validator("initial", "max_delay", mode="before")
     @classmethod
-    def _duration(cls, value: Any) -> float:
-        return parse_duration(value, what="RetryPolicy delay")
+    def _duration(cls, value: Any, info: ValidationInfo) -> float:
+        return parse_duration(value, what=f"RetryPolicy {info.field_name}")
 
     @model_validator(mode="after")
     def _bounds(self) -> RetryPolicy:
@@ -103,6 +104,10 @@ def backoff_delay(policy: RetryPolicy, failed_attempts: int, rand: float) -> flo
         failed_attempts: how many attempts have failed so far (1 after the first failure).
         rand: a number in [0, 1) that picks the jitter.
     """
-    base = min(policy.max_delay, policy.initial * policy.backoff ** max(0, failed_attempts - 1))
+    try:
+        grown = policy.initial * policy.backoff ** max(0, failed_attempts - 1)
+    except OverflowError:  # beyond the float range: the cap applies
+        grown = math.inf if policy.initial > 0 else 0.0
+    base = min(policy.max_delay, grown)
     factor = 1.0 + policy.jitter * (2.0 * rand - 1.0)
     return max(0.0, min(policy.max_delay, base * factor))

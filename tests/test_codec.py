@@ -323,3 +323,35 @@ def test_codec_can_be_built_for_any_callable() -> None:
     codec = Codec(f, "f")
     assert codec.prepare_input("5") == 5
     assert codec.encode_output("5") == "5"
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), [1.0, float("inf")]])
+def test_unannotated_non_finite_output_is_refused(value: Any) -> None:
+    @step
+    def make():  # type: ignore[no-untyped-def]
+        return value
+
+    with pytest.raises(SerializationError, match="make"):
+        make.codec.encode_output(value)
+
+
+def test_float_annotated_nan_is_refused() -> None:
+    @step
+    def ratio() -> float:
+        return float("nan")
+
+    with pytest.raises(SerializationError, match="ratio"):
+        ratio.codec.encode_output(ratio())
+
+
+def test_run_input_inf_is_refused() -> None:
+    with pytest.raises(SerializationError):
+        encode_any(float("inf"), what="the run's input")
+
+
+def test_takes_input_is_right_before_first_use() -> None:
+    @step
+    def zero() -> int:
+        return 1
+
+    assert zero.codec.takes_input is False

@@ -624,3 +624,17 @@ def test_definition_changes_reads_well() -> None:
     assert any(line.startswith("node 'b' changed:") and "max_attempts" in line and "1 -> 4" in line for line in changes)
     assert definition_changes(new, old)[1:] == sorted(definition_changes(new, old)[1:])
     assert "node 'c' was removed (it stood at position 3)" in definition_changes(new, old)
+
+
+def _same(x: Any) -> Any:
+    return x
+
+
+def test_branch_step_names_cannot_contain_a_slash() -> None:
+    with pytest.raises(DefinitionError, match="no '/'"):
+        Workflow("w").fork().branch(step(name="a/b")(_same))
+
+
+def test_join_name_clash_suggests_join_with_a_name() -> None:
+    with pytest.raises(DefinitionError, match=r"\.join\(_same, name="):
+        Workflow("w").then(_same).fork().branch(step(name="b")(_same)).join(_same)

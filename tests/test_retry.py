@@ -221,3 +221,18 @@ def test_backoff_zero_or_negative_failures_waits_initial() -> None:
 def test_backoff_result_is_finite() -> None:
     p = RetryPolicy(max_attempts=100, initial=1, backoff=10, max_delay=3600, jitter=1)
     assert all(math.isfinite(backoff_delay(p, n, 0.99)) for n in range(1, 100))
+
+
+def test_backoff_does_not_overflow_after_many_failures() -> None:
+    assert backoff_delay(RetryPolicy(max_attempts=2000), 1100, 0.5) == 60.0
+    assert backoff_delay(RetryPolicy(max_attempts=2000, initial=0, max_delay=0), 5000, 0.5) == 0.0
+
+
+def test_infinite_duration_is_refused() -> None:
+    with pytest.raises(DefinitionError, match="finite"):
+        parse_duration(float("inf"))
+
+
+def test_bad_delay_names_its_field() -> None:
+    with pytest.raises(DefinitionError, match="initial"):
+        RetryPolicy(initial=-1)
