@@ -9,11 +9,13 @@ from .definition import Step as Step
 from .definition import Workflow as Workflow
 from .definition import step as step
 from .engine import Engine as Engine
+from .engine import Incompatibility as Incompatibility
 from .engine import RunHandle as RunHandle
 from .engine import run as run
 from .errors import DefinitionError as DefinitionError
 from .errors import DefinitionMismatch as DefinitionMismatch
 from .errors import DurableError as DurableError
+from .errors import InvalidRunDocument as InvalidRunDocument
 from .errors import JournalError as JournalError
 from .errors import NotADurableDatabase as NotADurableDatabase
 from .errors import RunAlreadyExists as RunAlreadyExists
@@ -31,6 +33,8 @@ from .fold import fold as fold
 from .journal import InMemoryJournal as InMemoryJournal
 from .journal import Journal as Journal
 from .journal import RunInfo as RunInfo
+from .replay import ReplayStep as ReplayStep
+from .replay import replay as replay
 from .retry import RetryPolicy as RetryPolicy
 from .sqlite import SQLiteJournal as SQLiteJournal
 
@@ -42,10 +46,13 @@ __all__ = [
     "DurableError",
     "Engine",
     "InMemoryJournal",
+    "Incompatibility",
+    "InvalidRunDocument",
     "Journal",
     "JournalError",
     "NodeState",
     "NotADurableDatabase",
+    "ReplayStep",
     "RetryPolicy",
     "RunAlreadyExists",
     "RunFailed",
@@ -65,6 +72,7 @@ __all__ = [
     "Workflow",
     "context",
     "fold",
+    "replay",
     "run",
     "step",
 ]

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
@@ -46,10 +47,11 @@ from .errors import (
 )
 from .fold import COMPLETED, FAILED, INTERRUPTED, NOT_STARTED, RunState, fold
 from .journal import Journal, RunInfo
+from .portable import export_document, fork_events, parse_document
 from .retry import backoff_delay
 from .sqlite import SQLiteJournal, Synchronous
 
-__all__ = ["Engine", "RunHandle", "run"]
+__all__ = ["Engine", "Incompatibility", "RunHandle", "run"]
 
 
 class _StepFailedForGood(Exception):
@@ -106,6 +108,17 @@ class _LiveRun:
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
         self.finished.set()
+
+
+@dataclass(frozen=True)
+class Incompatibility:
+    """An unfinished run that the given definitions could not resume."""
+
+    run_id: str
+    workflow: str
+    version: str
+    definition_hash: str
+    changes: list[str]
 
 
 @dataclass(frozen=True)
@@ -322,6 +335,79 @@ class Engine:
         tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
         return RunHandle(run.run_id, self, run.workflow, run)
 
+    async def check_compatibility(self, workflows: Iterable[Workflow]) -> list[Incompatibility]:
+        """List the unfinished runs that these definitions could not resume (empty: safe to deploy).
+
+        A run is incompatible when no given workflow of its name has its definition hash (the
+        changes are listed against the last definition of that name given), or when no
+        definition of its name is given at all.
+        """
+        given = [_check_workflow(w) for w in workflows]
+        out: list[Incompatibility] = []
+        for info in await self.journal.list_runs(status="running"):
+            same_name = [w for w in given if w.name == info.workflow]
+            if any(w.definition_hash == info.definition_hash for w in same_name):
+                continue
+            if same_name:
+                first = (await self.journal.read(info.run_id, upto=1))[0]
+                assert isinstance(first, ev.RunStarted)
+                changes = definition_changes(first.definition, same_name[-1].canonical())
+            else:
+                changes = [f"no definition of workflow {info.workflow!r} was given"]
+            out.append(Incompatibility(info.run_id, info.workflow, info.version, info.definition_hash, changes))
+        return out
+
+    async def fork(
+        self,
+        run_id: str,
+        *,
+        at: int | None = None,
+        from_step: str | None = None,
+        new_run_id: str | None = None,
+        workflow: Workflow | None = None,
+    ) -> str:
+        """Create a new run whose journal starts with a copy of ``run_id``'s prefix; return its id.
+
+        ``at=SEQ`` copies events up to SEQ; ``from_step=NODE`` copies everything before the
+        node's first event, so that the node runs afresh. The new run records where it came
+        from; the old run is not touched. Resume the new run with today's code::
+
+            new_id = await engine.fork("order-42", from_step="charge")
+            result = await engine.run(checkout, run_id=new_id)
+
+        Pass ``workflow`` to give the new run that definition (when the fix changed it).
+
+        Raises:
+            RunNotFound: no such run.
+            SeqOutOfRange: ``at`` is outside the run (or at its end).
+            RunAlreadyExists: ``new_run_id`` is taken.
+        """
+        events = await self.history(run_id)
+        new_run_id = new_run_id or f"{run_id}-fork-{uuid.uuid4().hex[:8]}"
+        copied = fork_events(run_id, events, at=at, from_step=from_step, workflow=workflow)
+        await self.journal.append(new_run_id, copied)
+        return new_run_id
+
+    async def export(self, run_id: str) -> dict[str, Any]:
+        """The run as a self-contained JSON-ready document (events and definition), for another machine.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        return export_document(run_id, await self.history(run_id))
+
+    async def import_run(self, doc: Any, *, new_run_id: str | None = None) -> str:
+        """Load a document made by :meth:`export` into this journal; return the run id.
+
+        Raises:
+            InvalidRunDocument: the document is malformed (nothing is written).
+            RunAlreadyExists: the run id is taken here (pass ``new_run_id``).
+        """
+        run_id, events = parse_document(doc)
+        run_id = new_run_id or run_id
+        await self.journal.append(run_id, events)
+        return run_id
+
     # -- reading ------------------------------------------------------------------------------
 
     async def history(self, run_id: str) -> list[ev.Event]:
@@ -361,7 +447,7 @@ class Engine:
             return _decode_result(workflow, state)
         if state.status == "failed" and state.error is not None:
             err = state.error
-            raise RunFailed(run_id, err.node, err.type, err.message) from StepError(
+            raise RunFailed(run_id, err.node, err.type, err.message, branch=err.branch) from StepError(
                 err.node, err.type, err.message, err.traceback
             )
         raise DurableError(
@@ -376,11 +462,12 @@ class Engine:
             try:
                 value = await self._run_nodes(run, run.workflow.nodes, run.state.input)
             except _StepFailedForGood as failed:
-                where = f"branch {failed.branch!r}, step {failed.node!r}" if failed.branch else f"step {failed.node!r}"
-                info = failed.info.model_copy(update={"message": f"{where}: {failed.info.message}"})
+                info = failed.info
+                if failed.branch:  # the node alone does not say which lane of the fork failed
+                    info = info.model_copy(update={"branch": failed.branch})
                 run.record(ev.RunFailed, error=info)
                 await run.commit()
-                error = RunFailed(run.run_id, failed.node, failed.info.type, info.message)
+                error = RunFailed(run.run_id, failed.node, info.type, info.message, branch=info.branch)
                 error.__cause__ = failed.cause
                 run.finish(error=error)
                 return
@@ -412,6 +499,11 @@ class Engine:
             return {b.name: _branch_output(run.state, b.nodes[-1]) for b in node.branches}
         if state is None or not state.branches:
             run.record(ev.ForkStarted, node=node.id, branches=[b.name for b in node.branches])
+        elif state.error is not None:  # a branch failed for good before a crash: end as it ended, start nothing
+            failed = next(b for b, status in state.branches.items() if status == FAILED)
+            err = state.error
+            cause = StepError(err.node, err.type, err.message, err.traceback)
+            raise _StepFailedForGood(err.node or node.id, err, cause, branch=failed)
         outputs: dict[str, Any] = {}
         failures: list[_StepFailedForGood] = []
 
@@ -443,6 +535,9 @@ class Engine:
         s = node.step
         codec = s.codec
         while True:
+            # A failing sibling branch may have cancelled us while a sync step's thread ran or a
+            # commit was in flight: record nothing more, start nothing more.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             st = run.state.nodes.get(node.id)
             if st is not None and st.status == COMPLETED:
                 return codec.decode_output(st.output)
@@ -459,19 +554,22 @@ class Engine:
                     await anyio.sleep(delay)
             run.record(ev.StepStarted, node=node.id, attempt=attempt)
             await run.commit()
+            # The commit is shielded: if a sibling branch failed meanwhile, stop here rather
+            # than start the step (an async step would run up to its first await).
+            await anyio.lowlevel.checkpoint_if_cancelled()
             token = _current.set(StepContext(run.run_id, run.workflow.name, node.id, attempt))
             try:
-                try:
-                    arg = codec.prepare_input(value)
-                    if s.timeout is not None:
-                        with anyio.fail_after(s.timeout):
-                            out = await _call(s, arg, codec.takes_input)
-                    else:
+                arg = codec.prepare_input(value)
+                if s.timeout is not None:
+                    with anyio.move_on_after(s.timeout) as deadline:
                         out = await _call(s, arg, codec.takes_input)
-                except TimeoutError:
-                    if s.timeout is None:
-                        raise
-                    raise StepTimeout(node.id, s.timeout) from None
+                    # cancel_called, not cancelled_caught: a sync step's thread cannot be interrupted,
+                    # so a late return arrives here normally; and a TimeoutError the step raised
+                    # itself is its own failure, not ours.
+                    if deadline.cancel_called:
+                        raise StepTimeout(node.id, s.timeout)
+                else:
+                    out = await _call(s, arg, codec.takes_input)
                 _crash.reached("in_step")
                 output = codec.encode_output(out)
             except SerializationError as exc:  # deterministic: retrying cannot help

@@ -13,6 +13,7 @@
     │                                original exception object is gone, e.g. after a restart)
     ├── StepTimeout                  a step attempt ran longer than its ``timeout``
     ├── SerializationError           a value cannot be encoded to JSON (or decoded) with its annotation
+    ├── InvalidRunDocument           an exported run document is malformed; nothing was imported
     └── JournalError                 the journal cannot do what was asked
         ├── SeqConflict              another writer appended to the run first; nothing was written
         ├── NotADurableDatabase      the file is not SQLite, or not a durable journal; left untouched
@@ -32,6 +33,7 @@ __all__ = [
     "DefinitionError",
     "DefinitionMismatch",
     "DurableError",
+    "InvalidRunDocument",
     "JournalError",
     "NotADurableDatabase",
     "RunAlreadyExists",
@@ -107,14 +109,20 @@ class RunFailed(DurableError):
     Attributes:
         run_id: the run.
         node: the node whose failure ended the run (``None`` if the run failed outside a step).
+        branch: the fork branch that node belongs to, if any.
         error_type: the name of the exception type.
     """
 
-    def __init__(self, run_id: str, node: str | None, error_type: str, message: str) -> None:
+    def __init__(
+        self, run_id: str, node: str | None, error_type: str, message: str, *, branch: str | None = None
+    ) -> None:
         where = f" at step {node!r}" if node else ""
+        if branch:
+            where += f" (branch {branch!r})"
         super().__init__(f"run {run_id!r} failed{where}: {error_type}: {message}")
         self.run_id = run_id
         self.node = node
+        self.branch = branch
         self.error_type = error_type
         self.error_message = message
 
@@ -157,6 +165,10 @@ class SerializationError(DurableError):
         super().__init__(message)
         self.node = node
         self.type_name = type_name
+
+
+class InvalidRunDocument(DurableError):
+    """A run document given to ``import_run`` is malformed; nothing was imported."""
 
 
 class JournalError(DurableError):

@@ -23,6 +23,7 @@ __all__ = [
     "EVENT_ADAPTER",
     "EVENT_TYPES",
     "ForkJoined",
+    "ForkOrigin",
     "ForkStarted",
     "RunCancelled",
     "RunCompleted",
@@ -58,6 +59,16 @@ class ErrorInfo(BaseModel):
     message: str
     traceback: str = ""
     node: str | None = None
+    branch: str | None = None
+
+
+class ForkOrigin(BaseModel):
+    """Where a forked run came from: its events 2..``seq`` are copies of that run's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    seq: int
 
 
 class RunStarted(_EventBase):
@@ -69,6 +80,7 @@ class RunStarted(_EventBase):
     definition_hash: str
     definition: dict[str, Any]
     input: JsonValue = None
+    forked_from: ForkOrigin | None = None
 
 
 class StepScheduled(_EventBase):

@@ -64,6 +64,7 @@ class RunState:
     last_seq: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    forked_from: ev.ForkOrigin | None = None
 
     @property
     def finished(self) -> bool:
@@ -132,6 +133,7 @@ class RunState:
                 self.definition = event.definition
                 self.input = event.input
                 self.started_at = event.ts
+                self.forked_from = event.forked_from
                 for node_id, kind in _node_kinds(event.definition):
                     self.nodes.setdefault(node_id, NodeState(node=node_id, kind=kind, status=NOT_STARTED))
             case ev.ForkStarted():

@@ -228,7 +228,10 @@ class SQLiteJournal(Journal):
         if header != _SQLITE_HEADER:
             raise NotADurableDatabase(self.path, "this file is not a SQLite database")
         try:
-            ro = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+            # With no -wal beside it there is nothing but the file to read: immutable=1 then keeps
+            # SQLite from creating -wal and -shm files next to a file that may not be ours.
+            immutable = "" if Path(self.path + "-wal").exists() else "&immutable=1"
+            ro = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro{immutable}", uri=True)
             try:
                 app_id = ro.execute("PRAGMA application_id").fetchone()[0]
                 version = ro.execute("PRAGMA user_version").fetchone()[0]
@@ -237,7 +240,7 @@ class SQLiteJournal(Journal):
                 ro.close()
         except sqlite3.Error as exc:
             raise NotADurableDatabase(self.path, f"this file cannot be read as SQLite ({exc})") from None
-        if tables and app_id != APPLICATION_ID:
+        if app_id not in (0, APPLICATION_ID) or (tables and app_id != APPLICATION_ID):
             raise NotADurableDatabase(self.path, "this is a SQLite database, but not a durable journal")
         if version > SCHEMA_VERSION:
             raise NotADurableDatabase(
