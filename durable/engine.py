@@ -1,39 +1,29 @@
-"""The engine: start, resume and recover runs, executing their steps in anyio task groups.
+"""The engine: start, resume and recover runs; read their journals.
 
-How a run executes (the guarantees are spelled out in ``docs/semantics.md``):
-
-* every transition is first *recorded* (applied to the run's live state, seq assigned) and
-  then *committed* to the journal; a step's code runs only after its ``step_started`` is
-  committed, and a step's completion is committed, at the latest, together with the next
-  transition of the run (one commit per step);
-* on resume the journal is read and folded, and execution walks the definition again,
-  skipping every node whose completion is committed;
-* any error of the journal aborts the run without writing more: the journal holds a
-  consistent prefix and the run can be resumed.
+The engine owns the run lifecycle (a task per run in its task group, handles, outcomes)
+and the public API. Executing a run's nodes lives in :mod:`durable._runner`. The
+guarantees are spelled out in ``docs/semantics.md``: on resume the journal is read and
+folded, and execution walks the definition again, skipping every node whose completion is
+committed; any error of the journal stops the run without writing more, leaving a
+consistent prefix that can be resumed.
 """
 
 from __future__ import annotations
 
-import random
-import traceback
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 import anyio
-import anyio.lowlevel
-import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from . import _crash
 from . import events as ev
 from ._codec import encode_any
-from .context import StepContext, _current
-from .definition import ForkNode, StepNode, Workflow, definition_changes
+from ._runner import LiveRun, StepFailedForGood, run_nodes
+from .definition import ForkNode, Workflow, definition_changes
 from .errors import (
     DefinitionMismatch,
     DurableError,
@@ -41,73 +31,14 @@ from .errors import (
     RunFailed,
     RunNotFound,
     SeqOutOfRange,
-    SerializationError,
     StepError,
-    StepTimeout,
 )
-from .fold import COMPLETED, FAILED, INTERRUPTED, NOT_STARTED, RunState, fold
+from .fold import RunState, fold
 from .journal import Journal, RunInfo
 from .portable import export_document, fork_events, parse_document
-from .retry import backoff_delay
 from .sqlite import SQLiteJournal, Synchronous
 
 __all__ = ["Engine", "Incompatibility", "RunHandle", "run"]
-
-
-class _StepFailedForGood(Exception):
-    """Internal: a step failed with no retry left; unwinds to the run, which records run_failed."""
-
-    def __init__(self, node: str, info: ev.ErrorInfo, cause: BaseException, branch: str | None = None) -> None:
-        super().__init__(info.message)
-        self.node = node
-        self.info = info
-        self.cause = cause
-        self.branch = branch
-
-
-def _error_info(exc: BaseException, node: str | None) -> ev.ErrorInfo:
-    return ev.ErrorInfo(
-        type=type(exc).__name__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
-        node=node,
-    )
-
-
-class _LiveRun:
-    """A run executing in this engine: its workflow, its live state, and its outcome."""
-
-    def __init__(self, engine: Engine, workflow: Workflow, state: RunState) -> None:
-        assert state.run_id is not None
-        self.engine = engine
-        self.run_id: str = state.run_id
-        self.workflow = workflow
-        self.state = state
-        self._pending: list[ev.Event] = []
-        self.finished = anyio.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def record(self, event_type: Any, **fields: Any) -> ev.Event:
-        """Create the next event (seq and time assigned), apply it to the live state, queue it for commit."""
-        event: ev.Event = event_type(seq=self.state.last_seq + 1, ts=ev.utcnow(), **fields)
-        self.state.apply(event)
-        self._pending.append(event)
-        return event
-
-    async def commit(self) -> None:
-        """Commit every recorded event. Shielded: once recorded, an event is committed or the run is broken."""
-        if not self._pending:
-            return
-        _crash.reached("before_append")
-        batch, self._pending = self._pending, []
-        with anyio.CancelScope(shield=True):
-            await self.engine.journal.append(self.run_id, batch)
-        _crash.reached("after_commit")
-
-    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
-        self.result, self.error = result, error
-        self.finished.set()
 
 
 @dataclass(frozen=True)
@@ -128,7 +59,7 @@ class RunHandle:
     run_id: str
     _engine: Engine
     _workflow: Workflow
-    _live: _LiveRun | None = None
+    _live: LiveRun | None = None
 
     async def result(self) -> Any:
         """Wait for the run to end and return its result.
@@ -175,7 +106,7 @@ class Engine:
             db if isinstance(db, Journal) else SQLiteJournal(db, synchronous=synchronous, busy_timeout=busy_timeout)
         )
         self._tg: TaskGroup | None = None
-        self._live: dict[str, _LiveRun] = {}
+        self._live: dict[str, LiveRun] = {}
 
     async def __aenter__(self) -> Engine:
         await self.journal.open()
@@ -239,7 +170,7 @@ class Engine:
                 raise RunAlreadyExists(run_id)
             return await self.resume(run_id, workflow)
         input_json = encode_any(input, what="the run's input")
-        run = _LiveRun(self, workflow, RunState(run_id=run_id))
+        run = LiveRun(self.journal, workflow, RunState(run_id=run_id))
         run.record(
             ev.RunStarted,
             workflow=workflow.name,
@@ -275,7 +206,7 @@ class Engine:
         self._check_definition(state, workflow)
         if state.finished:
             return RunHandle(run_id, self, workflow)
-        return self._launch(tg, _LiveRun(self, workflow, state))
+        return self._launch(tg, LiveRun(self.journal, workflow, state))
 
     async def run(self, workflow: Workflow, input: Any = None, *, run_id: str | None = None) -> Any:
         """Start the run, or resume it if it exists and is unfinished, and wait for its result.
@@ -326,11 +257,11 @@ class Engine:
         )
         raise DefinitionMismatch(state.run_id, old, new, changes, message)
 
-    def _handle_for(self, live: _LiveRun, workflow: Workflow) -> RunHandle:
+    def _handle_for(self, live: LiveRun, workflow: Workflow) -> RunHandle:
         self._check_definition(live.state, workflow)
         return RunHandle(live.run_id, self, workflow, live)
 
-    def _launch(self, tg: TaskGroup, run: _LiveRun) -> RunHandle:
+    def _launch(self, tg: TaskGroup, run: LiveRun) -> RunHandle:
         self._live[run.run_id] = run
         tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
         return RunHandle(run.run_id, self, run.workflow, run)
@@ -456,12 +387,12 @@ class Engine:
 
     # -- executing ----------------------------------------------------------------------------
 
-    async def _drive(self, run: _LiveRun) -> None:
+    async def _drive(self, run: LiveRun) -> None:
         """Execute a run to its end. Never raises into the engine's task group, except cancellation."""
         try:
             try:
-                value = await self._run_nodes(run, run.workflow.nodes, run.state.input)
-            except _StepFailedForGood as failed:
+                value = await run_nodes(run, run.workflow.nodes, run.state.input)
+            except StepFailedForGood as failed:
                 info = failed.info
                 if failed.branch:  # the node alone does not say which lane of the fork failed
                     info = info.model_copy(update={"branch": failed.branch})
@@ -485,123 +416,6 @@ class Engine:
         finally:
             self._live.pop(run.run_id, None)
 
-    async def _run_nodes(self, run: _LiveRun, nodes: Sequence[StepNode | ForkNode], value: Any) -> Any:
-        for node in nodes:
-            if isinstance(node, ForkNode):
-                value = await self._run_fork(run, node, value)
-            else:
-                value = await self._run_step(run, node, value)
-        return value
-
-    async def _run_fork(self, run: _LiveRun, node: ForkNode, value: Any) -> Any:
-        state = run.state.nodes.get(node.id)
-        if state is not None and state.status == COMPLETED:
-            return {b.name: _branch_output(run.state, b.nodes[-1]) for b in node.branches}
-        if state is None or not state.branches:
-            run.record(ev.ForkStarted, node=node.id, branches=[b.name for b in node.branches])
-        elif state.error is not None:  # a branch failed for good before a crash: end as it ended, start nothing
-            failed = next(b for b, status in state.branches.items() if status == FAILED)
-            err = state.error
-            cause = StepError(err.node, err.type, err.message, err.traceback)
-            raise _StepFailedForGood(err.node or node.id, err, cause, branch=failed)
-        outputs: dict[str, Any] = {}
-        failures: list[_StepFailedForGood] = []
-
-        async def branch_task(branch_index: int, tg: TaskGroup) -> None:
-            branch = node.branches[branch_index]
-            if run.state.nodes[node.id].branches.get(branch.name) == COMPLETED:
-                outputs[branch.name] = _branch_output(run.state, branch.nodes[-1])
-                return
-            try:
-                outputs[branch.name] = await self._run_nodes(run, branch.nodes, value)
-            except _StepFailedForGood as failed:
-                if not failures:  # the first failure ends the fork; the rest are its consequences
-                    failed.branch = branch.name
-                    failures.append(failed)
-                    run.record(ev.BranchFailed, node=node.id, branch=branch.name, error=failed.info)
-                    tg.cancel_scope.cancel()
-                return
-            run.record(ev.BranchCompleted, node=node.id, branch=branch.name)
-
-        async with anyio.create_task_group() as tg:
-            for i in range(len(node.branches)):
-                tg.start_soon(branch_task, i, tg)
-        if failures:
-            raise failures[0]
-        run.record(ev.ForkJoined, node=node.id)
-        return {b.name: outputs[b.name] for b in node.branches}
-
-    async def _run_step(self, run: _LiveRun, node: StepNode, value: Any) -> Any:
-        s = node.step
-        codec = s.codec
-        while True:
-            # A failing sibling branch may have cancelled us while a sync step's thread ran or a
-            # commit was in flight: record nothing more, start nothing more.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            st = run.state.nodes.get(node.id)
-            if st is not None and st.status == COMPLETED:
-                return codec.decode_output(st.output)
-            if st is not None and st.status == FAILED and st.error is not None:  # failed for good before a crash
-                cause = StepError(node.id, st.error.type, st.error.message, st.error.traceback)
-                raise _StepFailedForGood(node.id, st.error, cause)
-            attempt = (st.attempt if st else 0) + 1
-            if st is None or st.status in (NOT_STARTED, INTERRUPTED):
-                run.record(ev.StepScheduled, node=node.id, attempt=attempt)
-            elif st.not_before is not None:
-                await run.commit()
-                delay = (st.not_before - ev.utcnow()).total_seconds()
-                if delay > 0:
-                    await anyio.sleep(delay)
-            run.record(ev.StepStarted, node=node.id, attempt=attempt)
-            await run.commit()
-            # The commit is shielded: if a sibling branch failed meanwhile, stop here rather
-            # than start the step (an async step would run up to its first await).
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            token = _current.set(StepContext(run.run_id, run.workflow.name, node.id, attempt))
-            try:
-                arg = codec.prepare_input(value)
-                if s.timeout is not None:
-                    with anyio.move_on_after(s.timeout) as deadline:
-                        out = await _call(s, arg, codec.takes_input)
-                    # cancel_called, not cancelled_caught: a sync step's thread cannot be interrupted,
-                    # so a late return arrives here normally; and a TimeoutError the step raised
-                    # itself is its own failure, not ours.
-                    if deadline.cancel_called:
-                        raise StepTimeout(node.id, s.timeout)
-                else:
-                    out = await _call(s, arg, codec.takes_input)
-                _crash.reached("in_step")
-                output = codec.encode_output(out)
-            except SerializationError as exc:  # deterministic: retrying cannot help
-                info = _error_info(exc, node.id)
-                run.record(ev.StepFailed, node=node.id, attempt=attempt, error=info, final=True)
-                raise _StepFailedForGood(node.id, info, exc) from None
-            except Exception as exc:
-                info = _error_info(exc, node.id)
-                failures = run.state.nodes[node.id].failures + 1
-                if failures >= s.retry.max_attempts:
-                    run.record(ev.StepFailed, node=node.id, attempt=attempt, error=info, final=True)
-                    raise _StepFailedForGood(node.id, info, exc) from None
-                delay = backoff_delay(s.retry, failures, random.random())
-                retry_at = ev.utcnow() + timedelta(seconds=delay)
-                run.record(ev.StepFailed, node=node.id, attempt=attempt, error=info, retry_at=retry_at)
-                run.record(ev.StepScheduled, node=node.id, attempt=attempt + 1, not_before=retry_at)
-                continue  # the loop commits, waits until retry_at, and starts the next attempt
-            finally:
-                _current.reset(token)
-            run.record(ev.StepCompleted, node=node.id, attempt=attempt, output=output)
-            return codec.decode_output(output)
-
-
-async def _call(s: Any, arg: Any, takes_input: bool) -> Any:
-    args = (arg,) if takes_input else ()
-    if s.is_async:
-        return await s.fn(*args)
-    # A sync step runs in a worker thread so the loop stays free. Cancellation (a failing
-    # sibling, a timeout) takes effect when the thread returns: a thread cannot be interrupted.
-    return await anyio.to_thread.run_sync(s.fn, *args)
-
-
 def _check_workflow(workflow: Any) -> Workflow:
     if isinstance(workflow, Workflow):
         return workflow.build()
@@ -610,10 +424,6 @@ def _check_workflow(workflow: Any) -> Workflow:
     if isinstance(workflow, ForkBuilder):
         raise DurableError("this workflow has a fork that is still open; close it with .join(step)")
     raise DurableError(f"{workflow!r} is not a Workflow; build one with Workflow('name').then(step)")
-
-
-def _branch_output(state: RunState, last: StepNode) -> Any:
-    return last.step.codec.decode_output(state.nodes[last.id].output)
 
 
 def _result_json(workflow: Workflow, state: RunState) -> Any:
