@@ -14,6 +14,10 @@ from .crash import SimulatedCrash as SimulatedCrash
 from .crash import crash_at as crash_at
 from .crash import io_error_at as io_error_at
 from .invariants import journal_violations as journal_violations
+from .sweep import SweepError as SweepError
+from .sweep import SweepReport as SweepReport
+from .sweep import log_execution as log_execution
+from .sweep import sweep_sigkill as sweep_sigkill
 
 __all__ = [
     "POINTS",
@@ -21,9 +25,13 @@ __all__ = [
     "CrashSafetyReport",
     "InMemoryJournal",
     "SimulatedCrash",
+    "SweepError",
+    "SweepReport",
     "check_crash_safety",
     "crash_at",
     "io_error_at",
     "journal_violations",
+    "log_execution",
     "run_with_crashes",
+    "sweep_sigkill",
 ]
