@@ -17,13 +17,17 @@ from .errors import DefinitionMismatch as DefinitionMismatch
 from .errors import DurableError as DurableError
 from .errors import InvalidRunDocument as InvalidRunDocument
 from .errors import JournalError as JournalError
+from .errors import LoopExhausted as LoopExhausted
+from .errors import NoRouteBranch as NoRouteBranch
 from .errors import NotADurableDatabase as NotADurableDatabase
 from .errors import RunAlreadyExists as RunAlreadyExists
+from .errors import RunCancelled as RunCancelled
 from .errors import RunFailed as RunFailed
 from .errors import RunNotFound as RunNotFound
 from .errors import SeqConflict as SeqConflict
 from .errors import SeqOutOfRange as SeqOutOfRange
 from .errors import SerializationError as SerializationError
+from .errors import SignalTimeout as SignalTimeout
 from .errors import StepError as StepError
 from .errors import StepTimeout as StepTimeout
 from .errors import StorageError as StorageError
@@ -33,6 +37,9 @@ from .fold import fold as fold
 from .journal import InMemoryJournal as InMemoryJournal
 from .journal import Journal as Journal
 from .journal import RunInfo as RunInfo
+from .nodes import LoopResult as LoopResult
+from .nodes import again as again
+from .nodes import done as done
 from .replay import ReplayStep as ReplayStep
 from .replay import replay as replay
 from .retry import RetryPolicy as RetryPolicy
@@ -50,11 +57,15 @@ __all__ = [
     "InvalidRunDocument",
     "Journal",
     "JournalError",
+    "LoopExhausted",
+    "LoopResult",
+    "NoRouteBranch",
     "NodeState",
     "NotADurableDatabase",
     "ReplayStep",
     "RetryPolicy",
     "RunAlreadyExists",
+    "RunCancelled",
     "RunFailed",
     "RunHandle",
     "RunInfo",
@@ -64,13 +75,16 @@ __all__ = [
     "SeqConflict",
     "SeqOutOfRange",
     "SerializationError",
+    "SignalTimeout",
     "Step",
     "StepContext",
     "StepError",
     "StepTimeout",
     "StorageError",
     "Workflow",
+    "again",
     "context",
+    "done",
     "fold",
     "replay",
     "run",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import DurableError
 
@@ -21,12 +22,16 @@ class StepContext:
         attempt: 1 for the first attempt; grows with every retry and every re-run after a crash.
         idempotency_key: ``"<run_id>/<node>"``: the same across retries and resumes, so that an
             external service can recognise a repeated call (pass it as an Idempotency-Key header).
+        state: the run's shared context (an instance of the workflow's ``state=`` model), or
+            ``None``. Change its fields in place; the fields this step changed are journaled with
+            its completion, and only if it completes.
     """
 
     run_id: str
     workflow: str
     node: str
     attempt: int
+    state: Any = None
 
     @property
     def idempotency_key(self) -> str:

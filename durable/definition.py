@@ -1,175 +1,53 @@
-"""Workflow definitions: ``@step``, the ``Workflow`` builder, node kinds, canonical form and hash.
+"""Workflow definitions: the ``Workflow`` builder, its canonical form, hash and diff.
 
 A definition is built once, validated as it is built, and never changes afterwards: every
 builder method returns a new ``Workflow``. Its canonical form is plain data (no function
-bodies) and its SHA-256 is the *definition hash* recorded in every run it starts.
+bodies) and its SHA-256 is the *definition hash* recorded in every run it starts. The node
+kinds live in :mod:`durable.nodes`, steps in :mod:`durable.steps`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
+import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from enum import Enum
+from typing import Any, Literal
 
-from ._codec import Codec
+from pydantic import BaseModel
+
 from .errors import DefinitionError
-from .retry import Duration, RetryPolicy, parse_duration
+from .nodes import (
+    _NO_DEFAULT,
+    Branch,
+    ChildNode,
+    ForkNode,
+    LoopNode,
+    MapNode,
+    Node,
+    RouteNode,
+    SleepNode,
+    StepNode,
+    WaitNode,
+    inner_ids,
+    lanes,
+    map_steps,
+)
+from .retry import Duration, parse_duration
+from .steps import Step, as_step, step
 
 __all__ = [
     "Branch",
     "ForkBuilder",
     "ForkNode",
+    "RouteBuilder",
     "Step",
     "StepNode",
     "Workflow",
     "definition_changes",
     "step",
 ]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class Step(Generic[P, R]):
-    """A plain function made into a durable step. Calling it calls the function, untouched."""
-
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        name: str | None = None,
-        retries: RetryPolicy | int | None = None,
-        timeout: Duration | None = None,
-        version: str | int = "1",
-    ) -> None:
-        if isinstance(fn, Step):  # re-wrapping a step (to rename it, say) wraps its function
-            fn = fn.fn  # type: ignore[has-type]
-        if not callable(fn):
-            raise DefinitionError(f"@step needs a function, got {fn!r}")
-        self.fn = fn
-        self.name = name or getattr(fn, "__name__", None) or ""
-        if not self.name or self.name == "<lambda>":
-            raise DefinitionError(f"step {fn!r} has no usable name; pass one: step(fn, name='...')")
-        self.retry = RetryPolicy.of(retries)
-        self.timeout = parse_duration(timeout, what=f"step {self.name!r} timeout") if timeout is not None else None
-        if self.timeout == 0:
-            raise DefinitionError(f"step {self.name!r}: timeout must be longer than 0s")
-        self.version = str(version)
-        self.is_async = inspect.iscoroutinefunction(fn)
-        required = [
-            p
-            for p in inspect.signature(fn).parameters.values()
-            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-        if len(required) > 1 or any(p.kind is p.KEYWORD_ONLY for p in required):
-            raise DefinitionError(
-                f"step {self.name!r} takes {len(required)} required arguments; a step receives exactly one value "
-                "(the previous node's output): take one argument, or bundle several into a model or dict"
-            )
-        self.codec = Codec(fn, self.name)
-        self.__wrapped__ = fn
-        self.__doc__ = fn.__doc__
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.fn(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<step {self.name!r} v{self.version}>"
-
-
-@overload
-def step(fn: Callable[P, R], /) -> Step[P, R]: ...
-@overload
-def step(
-    *,
-    name: str | None = None,
-    retries: RetryPolicy | int | None = None,
-    timeout: Duration | None = None,
-    version: str | int = "1",
-) -> Callable[[Callable[P, R]], Step[P, R]]: ...
-def step(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    retries: RetryPolicy | int | None = None,
-    timeout: Duration | None = None,
-    version: str | int = "1",
-) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
-    """Mark a sync or async function as a durable step, bare (``@step``) or with options.
-
-    Args:
-        fn: the function, when used bare as ``@step``.
-        name: the step's name in the journal; defaults to the function's name.
-        retries: a ``RetryPolicy``, or a number of retries (``retries=3`` means up to four attempts).
-        timeout: the longest one attempt may run (``"30s"``, seconds, or a timedelta).
-        version: bump it when the step's meaning changes; it is part of the definition hash.
-    """
-    if fn is not None:
-        return Step(fn)
-
-    def decorate(f: Callable[P, R]) -> Step[P, R]:
-        return Step(f, name=name, retries=retries, timeout=timeout, version=version)
-
-    return decorate
-
-
-def _as_step(obj: Any) -> Step[Any, Any]:
-    if isinstance(obj, Step):
-        return obj
-    if isinstance(obj, (Workflow, ForkBuilder)):
-        raise DefinitionError("a workflow cannot be used as a step here; pass a function or an @step")
-    if callable(obj):
-        return Step(obj)
-    raise DefinitionError(f"{obj!r} is not a step: pass a function or an @step")
-
-
-@dataclass(frozen=True)
-class StepNode:
-    """A step at a position in the workflow. ``kind`` is ``"step"``, or ``"join"`` after a fork."""
-
-    id: str
-    step: Step[Any, Any]
-    kind: str = "step"
-
-    def canonical(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "step": self.step.name,
-            "step_version": self.step.version,
-            "retry": self.step.retry.canonical(),
-            "timeout": self.step.timeout,
-        }
-
-
-@dataclass(frozen=True)
-class Branch:
-    """One lane of a fork: a chain of steps run in order."""
-
-    name: str
-    nodes: tuple[StepNode, ...]
-
-    def canonical(self) -> dict[str, Any]:
-        return {"name": self.name, "nodes": [n.canonical() for n in self.nodes]}
-
-
-@dataclass(frozen=True)
-class ForkNode:
-    """Branches that run concurrently; the node's output is ``{branch_name: branch_output}``."""
-
-    id: str
-    branches: tuple[Branch, ...]
-    kind: str = field(default="fork", init=False)
-
-    def canonical(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": "fork", "branches": [b.canonical() for b in self.branches]}
-
-
-Node = StepNode | ForkNode
 
 
 class Workflow:
@@ -190,9 +68,30 @@ class Workflow:
     Every method returns a new ``Workflow``; mistakes raise ``DefinitionError`` at once.
     """
 
-    def __init__(self, name: str, version: str | int = 1, *, _nodes: tuple[Node, ...] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: str | int = 1,
+        *,
+        state: type[BaseModel] | None = None,
+        _nodes: tuple[Node, ...] = (),
+    ) -> None:
+        """Start a definition.
+
+        Args:
+            name: the workflow's name, recorded in every run.
+            version: bump it when you restructure the workflow (part of the definition hash).
+            state: a pydantic model for the run's shared context: steps read and update it
+                through ``durable.context().state`` (see ``docs/language.md``).
+            _nodes: internal.
+        """
+        if state is not None and not (isinstance(state, type) and issubclass(state, BaseModel)):
+            raise DefinitionError(f"workflow {name!r}: state= must be a pydantic model class, got {state!r}")
+        self.state_model = state
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError("a workflow needs a non-empty name: Workflow('checkout')")
+        if "/" in name:
+            raise DefinitionError(f"workflow name {name!r} must contain no '/'")
         self.name = name
         self.version = str(version)
         self.nodes = _nodes
@@ -200,16 +99,114 @@ class Workflow:
 
     # -- building ---------------------------------------------------------------------------
 
-    def then(self, fn: Callable[..., Any] | Step[Any, Any], *, name: str | None = None) -> Workflow:
-        """Append a step; it receives the previous node's output (the first receives the run's input)."""
-        s = _as_step(fn)
+    def then(self, fn: Callable[..., Any] | Step[Any, Any] | Workflow, *, name: str | None = None) -> Workflow:
+        """Append a step, or a workflow to run as a child; it receives the previous node's output.
+
+        The first node receives the run's input. A child workflow runs as a run of its own,
+        ``"<parent run id>/<node>"``, linked to this one in the journal; its result is the output.
+        """
+        if isinstance(fn, Workflow):
+            return self._with(ChildNode(name or fn.name, fn.build()))
+        s = as_step(fn)
         return self._with(StepNode(name or s.name, s))
 
     def fork(self, *, name: str | None = None) -> ForkBuilder:
         """Open a fork; add lanes with ``.branch(...)`` and close it with ``.join(step)``."""
-        fork_id = name or f"fork-{1 + sum(isinstance(n, ForkNode) for n in self.nodes)}"
+        fork_id = name or self._next_id("fork")
         self._check_new_id(fork_id, "fork")
         return ForkBuilder(self, fork_id, ())
+
+    def route(
+        self, key: Callable[[Any], Any], *, keys: typing.Iterable[str] | None = None, name: str | None = None
+    ) -> RouteBuilder:
+        """Open a route: ``key(input)`` names the branch to run. Close it with ``.default(...)`` or ``.end()``.
+
+        The declared keys come from ``keys=`` or from ``key``'s return annotation (a ``Literal``
+        or an ``Enum``); each must have a branch unless there is a default, and no branch may be
+        named for a key that is not declared.
+        """
+        route_id = name or self._next_id("route")
+        self._check_new_id(route_id, "route")
+        if not callable(key):
+            raise DefinitionError(f"workflow {self.name!r}: .route() needs a function that returns the branch key")
+        declared = tuple(keys) if keys is not None else _declared_keys(key)
+        key_name = getattr(key, "__name__", None) or "key"
+        return RouteBuilder(self, route_id, key, key_name, declared, ())
+
+    def loop(
+        self,
+        *body: Callable[..., Any] | Step[Any, Any],
+        max_iterations: int,
+        on_max: Literal["fail", "exit"] = "fail",
+        name: str | None = None,
+    ) -> Workflow:
+        """Run ``body`` (one step, or several in order) again and again.
+
+        The body's last step returns ``durable.again(value)`` to go on with ``value`` or
+        ``durable.done(value)`` to stop; the loop's output is that value. After
+        ``max_iterations`` the run fails (``on_max="fail"``) or the loop ends with the last
+        value (``on_max="exit"``). Every iteration is journaled: a crash in iteration 37
+        resumes at iteration 37.
+        """
+        loop_id = name or self._next_id("loop")
+        self._check_new_id(loop_id, "loop")
+        if not body:
+            raise DefinitionError(f"workflow {self.name!r}: loop {loop_id!r} needs a body: .loop(step, ...)")
+        if not isinstance(max_iterations, int) or isinstance(max_iterations, bool) or max_iterations < 1:
+            raise DefinitionError(f"workflow {self.name!r}: loop {loop_id!r}: max_iterations must be 1 or more")
+        if on_max not in ("fail", "exit"):
+            raise DefinitionError(f"workflow {self.name!r}: loop {loop_id!r}: on_max must be 'fail' or 'exit'")
+        lane = self._lane(f"loop {loop_id!r}", "body", body, taken={loop_id})
+        return self._with(LoopNode(loop_id, lane, max_iterations, on_max))
+
+    def map(
+        self, fn: Callable[..., Any] | Step[Any, Any], *, concurrency: int | None = None, name: str | None = None
+    ) -> Workflow:
+        """Run ``fn`` once per item of the incoming list, at most ``concurrency`` at a time.
+
+        The output is the list of results, in the order of the items. After a crash, items
+        already completed are not run again.
+        """
+        s = as_step(fn)
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise DefinitionError(f"workflow {self.name!r}: map {s.name!r}: concurrency must be 1 or more (or None)")
+        return self._with(MapNode(name or s.name, s, concurrency))
+
+    def sleep(self, duration: Duration, *, name: str | None = None) -> Workflow:
+        """Park the run for ``duration`` ("10m", seconds, or a timedelta); it passes its input on.
+
+        While it sleeps, the run holds no task, thread or connection; the wake-up time is
+        journaled, and a restarted engine's ``recover()`` wakes it on time.
+        """
+        sleep_id = name or self._next_id("sleep")
+        seconds = parse_duration(duration, what=f"workflow {self.name!r}: sleep {sleep_id!r}")
+        return self._with(SleepNode(sleep_id, seconds))
+
+    def wait_for(
+        self, signal: str, *, timeout: Duration | None = None, default: Any = _NO_DEFAULT, name: str | None = None
+    ) -> Workflow:
+        """Park the run until ``engine.signal(run_id, signal, payload)``; the payload is the output.
+
+        A signal sent before the run gets here is kept and delivered when it does; several
+        are delivered in the order sent. After ``timeout`` the run fails with ``SignalTimeout``,
+        or goes on with ``default`` if one is given (it must be JSON).
+        """
+        if not isinstance(signal, str) or not signal or signal.startswith("__"):
+            raise DefinitionError(f"workflow {self.name!r}: a signal name is a non-empty string not starting with '__'")
+        wait_id = name or signal
+        seconds = (
+            parse_duration(timeout, what=f"workflow {self.name!r}: wait_for({signal!r}) timeout")
+            if timeout is not None
+            else None
+        )
+        if default is not _NO_DEFAULT:
+            try:
+                json.dumps(default, allow_nan=False)
+            except (TypeError, ValueError):
+                raise DefinitionError(
+                    f"workflow {self.name!r}: wait_for({signal!r}) default {default!r} is not JSON"
+                ) from None
+        return self._with(WaitNode(wait_id, signal, seconds, default))
 
     def join(self, fn: Any = None, **_: Any) -> Workflow:
         """Refused: a join closes a fork, so it must follow ``.fork().branch(...)``."""
@@ -218,8 +215,8 @@ class Workflow:
         )
 
     def branch(self, *fns: Any, **_: Any) -> Workflow:
-        """Refused: branches belong to a fork."""
-        raise DefinitionError(f"workflow {self.name!r}: .branch() outside a fork; call .fork() first")
+        """Refused: branches belong to a fork or a route."""
+        raise DefinitionError(f"workflow {self.name!r}: .branch() outside a fork or route; call .fork() first")
 
     def build(self) -> Workflow:
         """Return the workflow itself (building is never required; this exists for readability)."""
@@ -227,19 +224,51 @@ class Workflow:
             raise DefinitionError(f"workflow {self.name!r} has no steps; add one with .then(step)")
         return self
 
+    def _copy(self, nodes: tuple[Node, ...]) -> Workflow:
+        return Workflow(self.name, self.version, state=self.state_model, _nodes=nodes)
+
+    def _next_id(self, kind: str) -> str:
+        return f"{kind}-{1 + sum(n.kind == kind for n in self.nodes)}"
+
     def _with(self, node: Node) -> Workflow:
-        if isinstance(node, StepNode):
-            self._check_new_id(node.id, "step")
-        return Workflow(self.name, self.version, _nodes=(*self.nodes, node))
+        self._check_new_id(node.id, "join" if getattr(node, "kind", "") == "join" else node.kind)
+        return self._copy((*self.nodes, node))
+
+    def _lane(self, where: str, lane_name: str, fns: typing.Sequence[Any], taken: set[str]) -> Branch:
+        """Build a lane of steps, checking each id against the workflow and ``taken``."""
+        used = set(self.node_ids()) | taken
+        nodes: list[StepNode] = []
+        for s in (as_step(f) for f in fns):
+            if not s.name or "/" in s.name or "#" in s.name or "[" in s.name:
+                raise DefinitionError(
+                    f"workflow {self.name!r}, {where}: step name {s.name!r} must contain no '/', '#' or '['"
+                )
+            if s.name in used:
+                raise DefinitionError(
+                    f"workflow {self.name!r}, {where}: a node named {s.name!r} already exists; node names must be "
+                    f"unique. Wrap the function in another step: step(name='{s.name}_2')({s.fn.__name__})"
+                )
+            used.add(s.name)
+            nodes.append(StepNode(s.name, s))
+        return Branch(lane_name, tuple(nodes))
 
     def _check_new_id(self, node_id: str, what: str) -> None:
-        if not node_id or "/" in node_id:
+        if not node_id or any(c in node_id for c in "/#["):
             raise DefinitionError(
-                f"workflow {self.name!r}: {what} name {node_id!r} must be non-empty and contain no '/'"
+                f"workflow {self.name!r}: {what} name {node_id!r} must be non-empty and contain none of '/', '#', '['"
             )
         if node_id in set(self.node_ids()):
-            method = {"step": "then", "join": "join"}.get(what)
-            hint = f".{method}({node_id}, name='{node_id}_2')" if method else ".fork(name='...')"
+            hint = {
+                "step": f".then({node_id}, name='{node_id}_2')",
+                "join": f".join({node_id}, name='{node_id}_2')",
+                "map": f".map({node_id}, name='{node_id}_2')",
+                "child": f".then(workflow, name='{node_id}_2')",
+                "fork": ".fork(name='...')",
+                "route": ".route(key, name='...')",
+                "loop": ".loop(body, ..., name='...')",
+                "sleep": ".sleep(duration, name='...')",
+                "wait": ".wait_for(signal, name='...')",
+            }.get(what, f"name='{node_id}_2'")
             raise DefinitionError(
                 f"workflow {self.name!r}: a node named {node_id!r} already exists; node names must be unique. "
                 f"Give this {what} another name: {hint}"
@@ -252,45 +281,38 @@ class Workflow:
         and timeout, the copy has the same definition hash: this is how ``durable.testing``
         instruments a user's steps without changing what the journal sees.
         """
-
-        def swap(node: StepNode) -> StepNode:
-            return StepNode(node.id, wrap(node), node.kind)
-
-        nodes: list[Node] = []
-        for node in self.nodes:
-            if isinstance(node, StepNode):
-                nodes.append(swap(node))
-            else:
-                branches = tuple(Branch(b.name, tuple(swap(n) for n in b.nodes)) for b in node.branches)
-                nodes.append(ForkNode(node.id, branches))
-        return Workflow(self.name, self.version, _nodes=tuple(nodes))
+        return self._copy(tuple(map_steps(n, wrap) for n in self.nodes))
 
     # -- reading ----------------------------------------------------------------------------
 
     def node_ids(self) -> Iterator[str]:
-        """Every node id, in definition order (fork ids before their branches' steps)."""
+        """Every node id, in definition order (a node before the steps of its lanes)."""
         for node in self.nodes:
-            yield node.id
-            if isinstance(node, ForkNode):
-                for b in node.branches:
-                    for n in b.nodes:
-                        yield n.id
+            yield from inner_ids(node)
 
     def step_nodes(self) -> dict[str, StepNode]:
-        """Every step node by id, branches included."""
+        """Every step node by id, lanes included (a map's step under the map's id)."""
         out: dict[str, StepNode] = {}
         for node in self.nodes:
             if isinstance(node, StepNode):
                 out[node.id] = node
-            else:
-                for b in node.branches:
-                    for n in b.nodes:
-                        out[n.id] = n
+            elif isinstance(node, MapNode):
+                out[node.id] = StepNode(node.id, node.step)
+            for lane in lanes(node):
+                for n in lane.nodes:
+                    out[n.id] = n
         return out
 
     def canonical(self) -> dict[str, Any]:
         """The definition as plain data: structure, names, versions, retry and timeout; no function bodies."""
-        return {"name": self.name, "version": self.version, "nodes": [n.canonical() for n in self.nodes]}
+        out: dict[str, Any] = {"name": self.name, "version": self.version, "nodes": [n.canonical() for n in self.nodes]}
+        if self.state_model is not None:  # the shared context's shape is part of the definition
+            fields = self.state_model.model_fields
+            out["state"] = {
+                "model": self.state_model.__name__,
+                "fields": {k: repr(f.annotation) for k, f in sorted(fields.items())},
+            }
+        return out
 
     @property
     def definition_hash(self) -> str:
@@ -304,6 +326,19 @@ class Workflow:
         return f"<Workflow {self.name!r} v{self.version} {self.definition_hash[:12]}>"
 
 
+def _declared_keys(key: Callable[[Any], Any]) -> tuple[str, ...] | None:
+    """The keys a route function declares by its return annotation (Literal or Enum), if any."""
+    try:
+        ret = typing.get_type_hints(key).get("return")
+    except Exception:
+        return None
+    if typing.get_origin(ret) is Literal:
+        return tuple(str(k) for k in typing.get_args(ret))
+    if isinstance(ret, type) and issubclass(ret, Enum):
+        return tuple(str(m.value) for m in ret)
+    return None
+
+
 class ForkBuilder:
     """A fork being built: add branches, then close it with ``.join(step)``."""
 
@@ -314,26 +349,18 @@ class ForkBuilder:
 
     def branch(self, *fns: Callable[..., Any] | Step[Any, Any], name: str | None = None) -> ForkBuilder:
         """Add a lane: one step, or several chained in order. Its name defaults to its first step's."""
-        where = f"workflow {self._parent.name!r}, fork {self._id!r}"
+        where = f"fork {self._id!r}"
         if not fns:
-            raise DefinitionError(f"{where}: .branch() needs at least one step")
-        steps = [_as_step(f) for f in fns]
-        branch_name = name or steps[0].name
+            raise DefinitionError(f"workflow {self._parent.name!r}, {where}: .branch() needs at least one step")
+        branch_name = name or as_step(fns[0]).name
         if any(b.name == branch_name for b in self._branches):
-            raise DefinitionError(f"{where}: two branches are named {branch_name!r}; pass .branch(..., name='...')")
-        taken = set(self._parent.node_ids()) | {n.id for b in self._branches for n in b.nodes} | {self._id}
-        nodes: list[StepNode] = []
-        for s in steps:
-            if "/" in s.name:
-                raise DefinitionError(f"{where}: step name {s.name!r} must contain no '/'")
-            if s.name in taken:
-                raise DefinitionError(
-                    f"{where}: a node named {s.name!r} already exists; node names must be unique. "
-                    f"Wrap the function in another step: step(name='{s.name}_2')({s.fn.__name__})"
-                )
-            taken.add(s.name)
-            nodes.append(StepNode(s.name, s))
-        return ForkBuilder(self._parent, self._id, (*self._branches, Branch(branch_name, tuple(nodes))))
+            raise DefinitionError(
+                f"workflow {self._parent.name!r}, {where}: two branches are named {branch_name!r}; "
+                "pass .branch(..., name='...')"
+            )
+        taken = {n.id for b in self._branches for n in b.nodes} | {self._id}
+        lane = self._parent._lane(where, branch_name, fns, taken)
+        return ForkBuilder(self._parent, self._id, (*self._branches, lane))
 
     def join(self, fn: Callable[..., Any] | Step[Any, Any], *, name: str | None = None) -> Workflow:
         """Close the fork with a step that receives ``{branch_name: branch_output}``."""
@@ -342,11 +369,9 @@ class ForkBuilder:
                 f"workflow {self._parent.name!r}: fork {self._id!r} has no branches; add .branch(step) before .join()"
             )
         fork = ForkNode(self._id, self._branches)
-        with_fork = Workflow(self._parent.name, self._parent.version, _nodes=(*self._parent.nodes, fork))
-        s = _as_step(fn)
-        node = StepNode(name or s.name, s, kind="join")
-        with_fork._check_new_id(node.id, "join")
-        return Workflow(with_fork.name, with_fork.version, _nodes=(*with_fork.nodes, node))
+        with_fork = self._parent._copy((*self._parent.nodes, fork))
+        s = as_step(fn)
+        return with_fork._with(StepNode(name or s.name, s, kind="join"))
 
     def fork(self, **_: Any) -> ForkBuilder:
         """Refused: forks cannot be opened inside an open fork."""
@@ -357,18 +382,81 @@ class ForkBuilder:
         raise DefinitionError(f"fork {self._id!r} is still open; close it with .join(step) before .then(...)")
 
 
+class RouteBuilder:
+    """A route being built: add ``.branch(key, *steps)``, then close with ``.default(*steps)`` or ``.end()``."""
+
+    def __init__(
+        self,
+        parent: Workflow,
+        route_id: str,
+        key: Callable[[Any], Any],
+        key_name: str,
+        keys: tuple[str, ...] | None,
+        branches: tuple[Branch, ...],
+    ) -> None:
+        self._parent = parent
+        self._id = route_id
+        self._key = key
+        self._key_name = key_name
+        self._keys = keys
+        self._branches = branches
+
+    def branch(self, key: Any, *fns: Callable[..., Any] | Step[Any, Any]) -> RouteBuilder:
+        """Run these steps (none: pass the input on) when the route's key is ``key``."""
+        where = f"route {self._id!r}"
+        key = str(key.value if isinstance(key, Enum) else key)
+        if any(b.name == key for b in self._branches):
+            raise DefinitionError(f"workflow {self._parent.name!r}, {where}: two branches for key {key!r}")
+        if self._keys is not None and key not in self._keys:
+            raise DefinitionError(
+                f"workflow {self._parent.name!r}, {where}: {key!r} is not one of the declared keys {list(self._keys)}"
+            )
+        taken = {n.id for b in self._branches for n in b.nodes} | {self._id}
+        lane = self._parent._lane(where, key, fns, taken)
+        return RouteBuilder(self._parent, self._id, self._key, self._key_name, self._keys, (*self._branches, lane))
+
+    def default(self, *fns: Callable[..., Any] | Step[Any, Any]) -> Workflow:
+        """Close the route: these steps (none: pass the input on) run for any key without a branch."""
+        taken = {n.id for b in self._branches for n in b.nodes} | {self._id}
+        lane = self._parent._lane(f"route {self._id!r}", "default", fns, taken)
+        return self._close(lane)
+
+    def end(self) -> Workflow:
+        """Close the route without a default: a key with no branch fails the run."""
+        if self._keys is not None:
+            missing = [k for k in self._keys if k not in {b.name for b in self._branches}]
+            if missing:
+                raise DefinitionError(
+                    f"workflow {self._parent.name!r}, route {self._id!r}: the declared keys {missing} have no "
+                    "branch; add .branch(key, ...) for each, or close with .default(...)"
+                )
+        return self._close(None)
+
+    def _close(self, default: Branch | None) -> Workflow:
+        if not self._branches:
+            raise DefinitionError(
+                f"workflow {self._parent.name!r}: route {self._id!r} has no branches; add .branch(key, step)"
+            )
+        node = RouteNode(self._id, self._key, self._key_name, self._keys, self._branches, default)
+        return self._parent._with(node)
+
+    def then(self, *_: Any, **__: Any) -> Workflow:
+        """Refused: a route must be closed before the workflow goes on."""
+        raise DefinitionError(f"route {self._id!r} is still open; close it with .default(...) or .end()")
+
+
 def _flatten(canonical: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
     """Map node id -> (where it stands, its own fields), for comparing two definitions."""
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     for i, node in enumerate(canonical.get("nodes", [])):
-        if node.get("kind") == "fork":
-            names = [b["name"] for b in node.get("branches", [])]
-            out[node["id"]] = (f"position {i + 1}", {"kind": "fork", "branches": names})
-            for b in node.get("branches", []):
-                for j, n in enumerate(b.get("nodes", [])):
-                    out[n["id"]] = (f"branch {b['name']!r} of {node['id']!r}, position {j + 1}", _fields(n))
-        else:
-            out[node["id"]] = (f"position {i + 1}", _fields(node))
+        node_lanes = [*node.get("branches", []), *([node["default"]] if node.get("default") else [])]
+        fields = {k: v for k, v in node.items() if k not in ("branches", "default")}
+        if node_lanes:
+            fields["lanes"] = [lane["name"] for lane in node_lanes]
+        out[node["id"]] = (f"position {i + 1}", _fields(fields))
+        for lane in node_lanes:
+            for j, n in enumerate(lane.get("nodes", [])):
+                out[n["id"]] = (f"branch {lane['name']!r} of {node['id']!r}, position {j + 1}", _fields(n))
     return out
 
 

@@ -22,15 +22,19 @@ from anyio.abc import TaskGroup
 
 from . import events as ev
 from ._codec import encode_any
-from ._runner import LiveRun, StepFailedForGood, run_nodes
+from ._runner import LiveRun, RunParked, StepFailedForGood, decode_node, run_nodes
+from ._scheduler import Parking
 from .definition import ForkNode, Workflow, definition_changes
 from .errors import (
     DefinitionMismatch,
     DurableError,
     RunAlreadyExists,
+    RunCancelled,
     RunFailed,
     RunNotFound,
+    SeqConflict,
     SeqOutOfRange,
+    SerializationError,
     StepError,
 )
 from .fold import RunState, fold
@@ -100,18 +104,26 @@ class Engine:
     """
 
     def __init__(
-        self, db: str | Path | Journal, *, synchronous: Synchronous = "FULL", busy_timeout: float = 5.0
+        self,
+        db: str | Path | Journal,
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 5.0,
+        signal_poll_interval: float = 0.5,
     ) -> None:
         self.journal: Journal = (
             db if isinstance(db, Journal) else SQLiteJournal(db, synchronous=synchronous, busy_timeout=busy_timeout)
         )
         self._tg: TaskGroup | None = None
         self._live: dict[str, LiveRun] = {}
+        self._parking = Parking(self.journal, self._wake, signal_poll_interval)
 
     async def __aenter__(self) -> Engine:
         await self.journal.open()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        await self._parking.start()
+        self._tg.start_soon(self._parking.loop, name="durable: wake parked runs")
         return self
 
     async def __aexit__(
@@ -143,11 +155,25 @@ class Engine:
         input: Any = None,
         *,
         run_id: str | None = None,
-        on_conflict: Literal["fail", "use_existing"] = "fail",
+        on_conflict: Literal["fail", "use_existing", "terminate_existing"] = "fail",
+        state: Any = None,
+        _parent: ev.ParentRef | None = None,
     ) -> RunHandle:
         """Start a new run of ``workflow`` on ``input``; return at once with its handle.
 
         ``run_started`` is committed before this returns.
+
+        Args:
+            workflow: what to run.
+            input: the first node's input (JSON, or anything pydantic can encode).
+            run_id: the run's id; a fresh one if omitted.
+            on_conflict: what to do when ``run_id`` is taken: ``"fail"`` (raise
+                ``RunAlreadyExists``), ``"use_existing"`` (attach to it, resuming it if unfinished),
+                or ``"terminate_existing"`` (cancel it if unfinished, and start the new run as
+                ``"<run_id>~2"``, ``"~3"``, ...: ids are never reused, the journal is append-only).
+            state: the initial shared context (an instance of the workflow's ``state=`` model, or
+                a dict of its fields); the model's defaults if omitted.
+            _parent: internal (child workflows).
 
         Raises:
             RunAlreadyExists: ``run_id`` is taken and ``on_conflict="fail"``.
@@ -156,21 +182,21 @@ class Engine:
         """
         tg = self._group()
         workflow = _check_workflow(workflow)
-        if on_conflict not in ("fail", "use_existing"):
-            raise DurableError(f"on_conflict={on_conflict!r}: use 'fail' or 'use_existing'")
+        if on_conflict not in ("fail", "use_existing", "terminate_existing"):
+            raise DurableError(f"on_conflict={on_conflict!r}: use 'fail', 'use_existing' or 'terminate_existing'")
         run_id = run_id if run_id is not None else uuid.uuid4().hex
         if not isinstance(run_id, str) or not run_id:
             raise DurableError(f"run_id={run_id!r}: a run id is a non-empty string")
-        if run_id in self._live:
+        if run_id in self._live or await self.journal.get_run(run_id) is not None:
             if on_conflict == "fail":
                 raise RunAlreadyExists(run_id)
-            return self._handle_for(self._live[run_id], workflow)
-        if await self.journal.get_run(run_id) is not None:
-            if on_conflict == "fail":
-                raise RunAlreadyExists(run_id)
-            return await self.resume(run_id, workflow)
+            if on_conflict == "use_existing":
+                live = self._live.get(run_id)
+                return self._handle_for(live, workflow) if live is not None else await self.resume(run_id, workflow)
+            return await self._supersede(workflow, input, run_id, state)
         input_json = encode_any(input, what="the run's input")
-        run = LiveRun(self.journal, workflow, RunState(run_id=run_id))
+        initial = self._initial_state(workflow, state)
+        run = self._new_live(workflow, RunState(run_id=run_id))
         run.record(
             ev.RunStarted,
             workflow=workflow.name,
@@ -178,6 +204,8 @@ class Engine:
             definition_hash=workflow.definition_hash,
             definition=workflow.canonical(),
             input=input_json,
+            parent=_parent,
+            state=initial,
         )
         try:
             await run.commit()
@@ -206,7 +234,7 @@ class Engine:
         self._check_definition(state, workflow)
         if state.finished:
             return RunHandle(run_id, self, workflow)
-        return self._launch(tg, LiveRun(self.journal, workflow, state))
+        return self._launch(tg, self._new_live(workflow, state))
 
     async def run(self, workflow: Workflow, input: Any = None, *, run_id: str | None = None) -> Any:
         """Start the run, or resume it if it exists and is unfinished, and wait for its result.
@@ -376,6 +404,9 @@ class Engine:
         state = await self.state(run_id)
         if state.status == "completed":
             return _decode_result(workflow, state)
+        if state.status == "cancelled":
+            last = (await self.history(run_id))[-1]
+            raise RunCancelled(run_id, last.reason if isinstance(last, ev.RunCancelled) else "")
         if state.status == "failed" and state.error is not None:
             err = state.error
             raise RunFailed(run_id, err.node, err.type, err.message, branch=err.branch) from StepError(
@@ -387,24 +418,45 @@ class Engine:
 
     # -- executing ----------------------------------------------------------------------------
 
+    def _new_live(self, workflow: Workflow, state: RunState) -> LiveRun:
+        run = LiveRun(self.journal, workflow, state)
+        run.spawn_child = self._spawn_child
+        return run
+
+    def _wake(self, run: LiveRun) -> None:
+        """Give a parked run a task again (called by the parking loop, or by unpause/signal)."""
+        run.parked = None
+        if self._tg is not None:
+            self._tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
+
     async def _drive(self, run: LiveRun) -> None:
-        """Execute a run to its end. Never raises into the engine's task group, except cancellation."""
+        """Execute a run until it ends or parks. Never raises into the engine's task group, except cancellation."""
+        parked = False
         try:
-            try:
-                value = await run_nodes(run, run.workflow.nodes, run.state.input)
-            except StepFailedForGood as failed:
-                info = failed.info
-                if failed.branch:  # the node alone does not say which lane of the fork failed
-                    info = info.model_copy(update={"branch": failed.branch})
-                run.record(ev.RunFailed, error=info)
+            with anyio.CancelScope() as scope:
+                run.scope = scope
+                try:
+                    value = await run_nodes(run, run.workflow.nodes, run.state.input, top=True)
+                except StepFailedForGood as failed:
+                    info = failed.info
+                    if failed.branch:  # the node alone does not say which lane of the fork failed
+                        info = info.model_copy(update={"branch": failed.branch})
+                    run.record(ev.RunFailed, error=info)
+                    await run.commit()
+                    error = RunFailed(run.run_id, failed.node, info.type, info.message, branch=info.branch)
+                    error.__cause__ = failed.cause
+                    run.finish(error=error)
+                    return
+                except RunParked as parking:  # it waits: no task, no thread, no connection until it wakes
+                    run.parked = parking
+                    parked = True
+                    self._parking.park(run)
+                    return
+                run.record(ev.RunCompleted, result=_result_json(run.workflow, run.state))
                 await run.commit()
-                error = RunFailed(run.run_id, failed.node, info.type, info.message, branch=info.branch)
-                error.__cause__ = failed.cause
-                run.finish(error=error)
-                return
-            run.record(ev.RunCompleted, result=_result_json(run.workflow, run.state))
-            await run.commit()
-            run.finish(result=value)
+                run.finish(result=value)
+            if run.cancel_reason is not None and not run.finished.is_set():  # engine.cancel() stopped it
+                await self._record_cancel(run, run.cancel_reason)
         except anyio.get_cancelled_exc_class():
             run.finish(error=DurableError(f"run {run.run_id!r} was stopped (engine shut down); resume it to go on"))
             raise
@@ -414,7 +466,165 @@ class Engine:
             if not isinstance(leaf, Exception):
                 raise leaf from None
         finally:
-            self._live.pop(run.run_id, None)
+            run.scope = None
+            if not parked:
+                self._live.pop(run.run_id, None)
+
+    async def _record_cancel(self, run: LiveRun, reason: str) -> None:
+        run.record(ev.RunCancelled, reason=reason)
+        with anyio.CancelScope(shield=True):
+            await run.commit()
+        run.finish(error=RunCancelled(run.run_id, reason))
+
+    async def _spawn_child(
+        self, workflow: Workflow, value: Any, child_id: str, parent: ev.ParentRef
+    ) -> tuple[bool, Any]:
+        """Run (or attach to) a child run and wait for it: (True, result JSON) or (False, ErrorInfo)."""
+        if child_id in self._live or await self.journal.get_run(child_id) is not None:
+            handle = await self.resume(child_id, workflow)
+        else:
+            handle = await self.start(workflow, value, run_id=child_id, _parent=parent)
+        try:
+            await handle.result()
+        except (RunFailed, RunCancelled):
+            state = await self.state(child_id)
+            error = state.error or ev.ErrorInfo(type="RunCancelled", message=f"child run {child_id!r} was cancelled")
+            return False, error.model_copy(update={"message": f"child run {child_id!r}: {error.message}"})
+        return True, (await self.state(child_id)).result
+
+    def _initial_state(self, workflow: Workflow, state: Any) -> dict[str, Any] | None:
+        model = workflow.state_model
+        if model is None:
+            if state is not None:
+                raise DurableError(f"workflow {workflow.name!r} declares no state model; pass state= to Workflow()")
+            return None
+        try:
+            value = state if isinstance(state, model) else model.model_validate(state if state is not None else {})
+        except ValueError as exc:
+            raise SerializationError(f"the initial state of workflow {workflow.name!r} is not valid: {exc}") from None
+        data: dict[str, Any] = value.model_dump(mode="json")
+        return data
+
+    async def _supersede(self, workflow: Workflow, input: Any, run_id: str, state: Any) -> RunHandle:
+        """on_conflict="terminate_existing": cancel the run if unfinished; start the next free ``run_id~N``."""
+        n = 2
+        while await self.journal.get_run(f"{run_id}~{n}") is not None or f"{run_id}~{n}" in self._live:
+            n += 1
+        new_id = f"{run_id}~{n}"
+        previous = run_id if n == 2 else f"{run_id}~{n - 1}"
+        for old in (run_id, previous):
+            info = await self.journal.get_run(old)
+            if info is not None and info.status == "running":
+                await self.cancel(old, reason=f"superseded by {new_id!r}")
+        return await self.start(workflow, input, run_id=new_id, state=state)
+
+    # -- control ------------------------------------------------------------------------------
+
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> int:
+        """Send the signal ``name`` to a run; its ``wait_for(name)`` node receives ``payload``.
+
+        The signal is kept (journaled) until the run consumes it, also if it is sent before the
+        run reaches its wait; several are delivered in the order sent. Returns the signal's id.
+
+        Raises:
+            RunNotFound: no such run.
+            JournalError: the run has finished.
+            SerializationError: ``payload`` is not JSON.
+        """
+        if not isinstance(name, str) or not name:
+            raise DurableError("a signal name is a non-empty string")
+        payload_json = encode_any(payload, what=f"the payload of signal {name!r}")
+        record = await self.journal.send_signal(run_id, name, payload_json)
+        live = self._live.get(run_id)
+        if live is not None and live.parked is not None and live.parked.signal == name:
+            self._parking.wake(run_id)
+        return record.id
+
+    async def cancel(self, run_id: str, reason: str = "") -> None:
+        """Cancel a run: it ends ``cancelled`` and is never resumed.
+
+        A running step is cancelled at its next ``await`` (a sync step, when its thread returns);
+        a parked run is cancelled at once. A run that no engine is running is cancelled in the
+        journal. ``handle.result()`` raises :class:`~durable.RunCancelled`.
+
+        Raises:
+            RunNotFound: no such run.
+            DurableError: the run has already finished.
+        """
+        live = self._live.get(run_id)
+        if live is not None and live.scope is not None:
+            live.cancel_reason = reason
+            live.scope.cancel()
+            await live.finished.wait()
+            return
+        if live is not None and live.parked is not None:
+            self._parking.remove(run_id)
+            self._live.pop(run_id, None)
+            await self._record_cancel(live, reason)
+            return
+        await self._append_control(run_id, ev.RunCancelled, reason=reason)
+
+    async def pause(self, run_id: str, reason: str = "") -> None:
+        """Pause a run: it starts no new node until :meth:`unpause`.
+
+        It takes effect at the next node of the workflow's top-level chain; a node in progress
+        finishes first.
+
+        Raises:
+            RunNotFound: no such run.
+            DurableError: the run has finished.
+        """
+        live = self._live.get(run_id)
+        if live is not None and live.scope is not None:
+            live.pause_requested = reason or "paused"
+            return
+        if live is not None and live.parked is not None:
+            if not live.state.paused:
+                live.record(ev.RunPaused, reason=reason)
+                await live.commit()
+            return
+        state = await self.state(run_id)
+        if not state.paused:
+            await self._append_control(run_id, ev.RunPaused, reason=reason)
+
+    async def unpause(self, run_id: str) -> None:
+        """Let a paused run go on.
+
+        A paused run of this engine wakes at once; one that no engine runs goes on when it is
+        next resumed (``recover``/``resume``).
+
+        Raises:
+            RunNotFound: no such run.
+            DurableError: the run has finished.
+        """
+        live = self._live.get(run_id)
+        if live is not None and live.scope is not None:
+            live.pause_requested = None
+            return
+        if live is not None and live.parked is not None:
+            if live.state.paused:
+                live.record(ev.RunUnpaused)
+                await live.commit()
+            self._parking.wake(run_id)
+            return
+        state = await self.state(run_id)
+        if state.paused:
+            await self._append_control(run_id, ev.RunUnpaused)
+
+    async def _append_control(self, run_id: str, event_type: Any, **fields: Any) -> None:
+        """Append a control event to a run that no engine of this process is running."""
+        for _ in range(5):
+            state = await self.state(run_id)
+            if state.finished:
+                raise DurableError(f"run {run_id!r} has already {state.status}; there is nothing to control")
+            event = event_type(seq=state.last_seq + 1, ts=ev.utcnow(), **fields)
+            try:
+                await self.journal.append(run_id, [event])
+                return
+            except SeqConflict:  # another process advanced it meanwhile: read again
+                continue
+        raise DurableError(f"run {run_id!r} kept changing under us; try again")
+
 
 def _check_workflow(workflow: Any) -> Workflow:
     if isinstance(workflow, Workflow):
@@ -436,10 +646,7 @@ def _result_json(workflow: Workflow, state: RunState) -> Any:
 def _decode_result(workflow: Workflow | None, state: RunState) -> Any:
     if workflow is None:
         return state.result
-    last = workflow.nodes[-1]
-    if isinstance(last, ForkNode):
-        return {b.name: b.nodes[-1].step.codec.decode_output(state.result[b.name]) for b in last.branches}
-    return last.step.codec.decode_output(state.result)
+    return decode_node(workflow.nodes[-1], state.result, state)
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -9,9 +9,13 @@
     ├── RunAlreadyExists             start() with an id that is taken (see on_conflict)
     ├── SeqOutOfRange                state(at=...) with a seq the run does not have
     ├── RunFailed                    the run ended failed; ``__cause__`` is the step's exception
+    ├── RunCancelled                 the run was cancelled (engine.cancel); it is never resumed
     ├── StepError                    a step's failure as recorded in the journal (when the
     │                                original exception object is gone, e.g. after a restart)
     ├── StepTimeout                  a step attempt ran longer than its ``timeout``
+    ├── SignalTimeout                a wait_for node's timeout passed with no signal and no default
+    ├── LoopExhausted                a loop reached max_iterations with on_max="fail"
+    ├── NoRouteBranch                a route's key has no branch and the route has no default
     ├── SerializationError           a value cannot be encoded to JSON (or decoded) with its annotation
     ├── InvalidRunDocument           an exported run document is malformed; nothing was imported
     └── JournalError                 the journal cannot do what was asked
@@ -35,13 +39,17 @@ __all__ = [
     "DurableError",
     "InvalidRunDocument",
     "JournalError",
+    "LoopExhausted",
+    "NoRouteBranch",
     "NotADurableDatabase",
     "RunAlreadyExists",
+    "RunCancelled",
     "RunFailed",
     "RunNotFound",
     "SeqConflict",
     "SeqOutOfRange",
     "SerializationError",
+    "SignalTimeout",
     "StepError",
     "StepTimeout",
     "StorageError",
@@ -142,6 +150,52 @@ class StepError(DurableError):
         self.error_type = error_type
         self.error_message = message
         self.traceback = traceback
+
+
+class RunCancelled(DurableError):
+    """The run was cancelled; it ended and will never be resumed."""
+
+    def __init__(self, run_id: str, reason: str = "") -> None:
+        super().__init__(f"run {run_id!r} was cancelled" + (f": {reason}" if reason else ""))
+        self.run_id = run_id
+        self.reason = reason
+
+
+class SignalTimeout(DurableError):
+    """A ``wait_for`` node waited ``timeout`` seconds for its signal, and it has no default."""
+
+    def __init__(self, node: str, signal: str, timeout: float) -> None:
+        super().__init__(
+            f"node {node!r} waited {timeout:g}s for signal {signal!r}, which did not come; send it sooner "
+            "(engine.signal / durable signal), or declare wait_for(..., default=...)"
+        )
+        self.node = node
+        self.signal = signal
+        self.timeout = timeout
+
+
+class LoopExhausted(DurableError):
+    """A loop ran ``max_iterations`` times and its body still asked for another (``on_max="fail"``)."""
+
+    def __init__(self, node: str, max_iterations: int) -> None:
+        super().__init__(
+            f"loop {node!r} reached max_iterations={max_iterations} and its body still returned again(); "
+            "raise the bound, or pass on_max='exit' to go on with the last value"
+        )
+        self.node = node
+        self.max_iterations = max_iterations
+
+
+class NoRouteBranch(DurableError):
+    """A route's key named no branch, and the route has no default."""
+
+    def __init__(self, node: str, key: str, branches: list[str]) -> None:
+        super().__init__(
+            f"route {node!r} got key {key!r}, which has no branch (branches: {branches}) and no default; "
+            "add .branch(key, ...) or close the route with .default(...)"
+        )
+        self.node = node
+        self.key = key
 
 
 class StepTimeout(DurableError):

@@ -16,7 +16,19 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 __all__ = [
+    "EVENT_CLASSES",
     "BranchCompleted",
+    "ChildStarted",
+    "LoopIterated",
+    "MapStarted",
+    "NodeCompleted",
+    "ParentRef",
+    "RouteChosen",
+    "RunPaused",
+    "RunUnpaused",
+    "SignalReceived",
+    "SleepStarted",
+    "WaitStarted",
     "BranchFailed",
     "ErrorInfo",
     "Event",
@@ -71,6 +83,15 @@ class ForkOrigin(BaseModel):
     seq: int
 
 
+class ParentRef(BaseModel):
+    """The run and node that started a child run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    node: str
+
+
 class RunStarted(_EventBase):
     """Seq 1 of every run: what runs, under which definition, on which input."""
 
@@ -81,6 +102,8 @@ class RunStarted(_EventBase):
     definition: dict[str, Any]
     input: JsonValue = None
     forked_from: ForkOrigin | None = None
+    parent: ParentRef | None = None
+    state: dict[str, JsonValue] | None = None
 
 
 class StepScheduled(_EventBase):
@@ -107,6 +130,7 @@ class StepCompleted(_EventBase):
     node: str
     attempt: int = Field(ge=1)
     output: JsonValue = None
+    state_patch: dict[str, JsonValue] | None = None
 
 
 class StepFailed(_EventBase):
@@ -166,6 +190,90 @@ class RunFailed(_EventBase):
     error: ErrorInfo
 
 
+class RouteChosen(_EventBase):
+    """A route evaluated its key; ``branch`` is the lane it runs (the key, or ``default``)."""
+
+    type: Literal["route_chosen"] = "route_chosen"
+    node: str
+    key: str
+    branch: str
+
+
+class LoopIterated(_EventBase):
+    """An iteration of a loop's body finished; ``again`` says whether another follows."""
+
+    type: Literal["loop_iterated"] = "loop_iterated"
+    node: str
+    iteration: int = Field(ge=1)
+    again: bool
+    value: JsonValue = None
+
+
+class MapStarted(_EventBase):
+    """A map began over ``count`` items; item *i* runs as node ``"<node>[<i>]"``."""
+
+    type: Literal["map_started"] = "map_started"
+    node: str
+    count: int = Field(ge=0)
+
+
+class ChildStarted(_EventBase):
+    """A child workflow's run was started (or attached to) for this node."""
+
+    type: Literal["child_started"] = "child_started"
+    node: str
+    child_run_id: str
+
+
+class SleepStarted(_EventBase):
+    """The run parks at this node until ``until`` (wall-clock UTC)."""
+
+    type: Literal["sleep_started"] = "sleep_started"
+    node: str
+    until: datetime
+
+
+class WaitStarted(_EventBase):
+    """The run parks at this node until the signal arrives, or ``deadline`` passes."""
+
+    type: Literal["wait_started"] = "wait_started"
+    node: str
+    signal: str
+    deadline: datetime | None = None
+
+
+class SignalReceived(_EventBase):
+    """A signal was delivered to the waiting node; its payload is the node's output."""
+
+    type: Literal["signal_received"] = "signal_received"
+    node: str
+    signal: str
+    signal_id: int
+    payload: JsonValue = None
+
+
+class NodeCompleted(_EventBase):
+    """A node that is not a step (route, loop, map, child, sleep, wait) finished with ``output``."""
+
+    type: Literal["node_completed"] = "node_completed"
+    node: str
+    output: JsonValue = None
+    timed_out: bool = False
+
+
+class RunPaused(_EventBase):
+    """The run was paused; it starts nothing until it is unpaused."""
+
+    type: Literal["run_paused"] = "run_paused"
+    reason: str = ""
+
+
+class RunUnpaused(_EventBase):
+    """A paused run may go on."""
+
+    type: Literal["run_unpaused"] = "run_unpaused"
+
+
 class RunCancelled(_EventBase):
     """The run was cancelled and will never be resumed."""
 
@@ -183,6 +291,16 @@ Event = Annotated[
     | BranchCompleted
     | BranchFailed
     | ForkJoined
+    | RouteChosen
+    | LoopIterated
+    | MapStarted
+    | ChildStarted
+    | SleepStarted
+    | WaitStarted
+    | SignalReceived
+    | NodeCompleted
+    | RunPaused
+    | RunUnpaused
     | RunCompleted
     | RunFailed
     | RunCancelled,
@@ -193,8 +311,8 @@ Event = Annotated[
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 """Validates a dict (or JSON) into the right event class."""
 
-EVENT_TYPES: frozenset[str] = frozenset(
-    cls.model_fields["type"].default
+EVENT_CLASSES: dict[str, type[BaseModel]] = {
+    cls.model_fields["type"].default: cls
     for cls in (
         RunStarted,
         StepScheduled,
@@ -205,11 +323,24 @@ EVENT_TYPES: frozenset[str] = frozenset(
         BranchCompleted,
         BranchFailed,
         ForkJoined,
+        RouteChosen,
+        LoopIterated,
+        MapStarted,
+        ChildStarted,
+        SleepStarted,
+        WaitStarted,
+        SignalReceived,
+        NodeCompleted,
+        RunPaused,
+        RunUnpaused,
         RunCompleted,
         RunFailed,
         RunCancelled,
     )
-)
+}
+"""Every event class, by ``type``."""
+
+EVENT_TYPES: frozenset[str] = frozenset(EVENT_CLASSES)
 """The names of every event type."""
 
 TERMINAL_TYPES: frozenset[str] = frozenset({"run_completed", "run_failed", "run_cancelled"})

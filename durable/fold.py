@@ -27,6 +27,8 @@ RETRYING = "retrying"  # an attempt failed; another is scheduled
 COMPLETED = "completed"
 FAILED = "failed"
 INTERRUPTED = "interrupted"  # was running when the run ended (cancelled by a failing sibling)
+SLEEPING = "sleeping"  # a durable sleep, until not_before
+WAITING = "waiting"  # waiting for a signal, until not_before (the deadline) if any
 
 
 @dataclass
@@ -45,6 +47,10 @@ class NodeState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     branches: dict[str, str] = field(default_factory=dict)  # forks only: branch -> status
+    chosen: str | None = None  # routes: the branch taken
+    iteration: int = 0  # loops: iterations finished
+    items: int | None = None  # maps: how many items
+    child_run_id: str | None = None  # child workflows: the child's run
 
 
 @dataclass
@@ -65,6 +71,10 @@ class RunState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     forked_from: ev.ForkOrigin | None = None
+    parent: ev.ParentRef | None = None
+    paused: bool = False
+    shared: dict[str, Any] | None = None  # the shared context (workflow state model), as JSON
+    consumed_signals: list[int] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -78,6 +88,10 @@ class RunState:
     def pending(self) -> list[str]:
         """Nodes scheduled (or waiting to retry) and not yet started."""
         return [n for n, s in self.nodes.items() if s.status in (PENDING, RETRYING)]
+
+    def parked(self) -> NodeState | None:
+        """The node the run is parked at (sleeping or waiting for a signal), if any."""
+        return next((s for s in self.nodes.values() if s.status in (SLEEPING, WAITING)), None)
 
     def completed(self) -> list[str]:
         """Nodes whose completion is committed: these never run again."""
@@ -115,6 +129,8 @@ class RunState:
                 n.output = event.output
                 n.error = None
                 n.finished_at = event.ts
+                if event.state_patch:  # field-level, last writer wins: see docs/language.md
+                    self.shared = {**(self.shared or {}), **event.state_patch}
             case ev.StepFailed():
                 n = self._node(event.node)
                 n.failures += 1
@@ -134,6 +150,8 @@ class RunState:
                 self.input = event.input
                 self.started_at = event.ts
                 self.forked_from = event.forked_from
+                self.parent = event.parent
+                self.shared = event.state
                 for node_id, kind in _node_kinds(event.definition):
                     self.nodes.setdefault(node_id, NodeState(node=node_id, kind=kind, status=NOT_STARTED))
             case ev.ForkStarted():
@@ -151,6 +169,50 @@ class RunState:
                 n = self._node(event.node, "fork")
                 n.status = COMPLETED
                 n.finished_at = event.ts
+            case ev.RouteChosen():
+                n = self._node(event.node, "route")
+                n.status = RUNNING
+                n.chosen = event.branch
+                n.started_at = n.started_at or event.ts
+            case ev.LoopIterated():
+                n = self._node(event.node, "loop")
+                n.status = RUNNING
+                n.iteration = event.iteration
+                n.output = event.value
+                n.started_at = n.started_at or event.ts
+            case ev.MapStarted():
+                n = self._node(event.node, "map")
+                n.status = RUNNING
+                n.items = event.count
+                n.started_at = event.ts
+            case ev.ChildStarted():
+                n = self._node(event.node, "child")
+                n.status = RUNNING
+                n.child_run_id = event.child_run_id
+                n.started_at = n.started_at or event.ts
+            case ev.SleepStarted():
+                n = self._node(event.node, "sleep")
+                n.status = SLEEPING
+                n.not_before = event.until
+                n.started_at = event.ts
+            case ev.WaitStarted():
+                n = self._node(event.node, "wait")
+                n.status = WAITING
+                n.not_before = event.deadline
+                n.started_at = event.ts
+            case ev.SignalReceived():
+                self.consumed_signals.append(event.signal_id)
+            case ev.NodeCompleted():
+                n = self._node(event.node)
+                n.status = COMPLETED
+                n.output = event.output
+                n.not_before = None
+                n.finished_at = event.ts
+                n.started_at = n.started_at or event.ts
+            case ev.RunPaused():
+                self.paused = True
+            case ev.RunUnpaused():
+                self.paused = False
             case ev.RunCompleted():
                 self._finish("completed", event.ts)
                 self.result = event.result
@@ -164,7 +226,7 @@ class RunState:
         self.status = status
         self.finished_at = ts
         for n in self.nodes.values():
-            if n.status in (RUNNING, PENDING, RETRYING):
+            if n.status in (RUNNING, PENDING, RETRYING, SLEEPING, WAITING):
                 n.status = INTERRUPTED
             for b, s in n.branches.items():
                 if s == RUNNING:
@@ -174,7 +236,9 @@ class RunState:
 def _node_kinds(definition: dict[str, Any]) -> Iterable[tuple[str, str]]:
     for node in definition.get("nodes", []):
         yield node["id"], node.get("kind", "step")
-        for b in node.get("branches", []):
+        if node.get("kind") == "loop":  # body steps appear per iteration ("step#3"), when they run
+            continue
+        for b in [*node.get("branches", []), *([node["default"]] if node.get("default") else [])]:
             for n in b.get("nodes", []):
                 yield n["id"], n.get("kind", "step")
 

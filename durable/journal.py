@@ -15,13 +15,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import pairwise
 from types import TracebackType
+from typing import Any
 
 import anyio.lowlevel
 
 from . import events as ev
 from .errors import JournalError, RunAlreadyExists, RunNotFound, SeqConflict
 
-__all__ = ["InMemoryJournal", "Journal", "RunInfo", "check_append", "status_after"]
+__all__ = ["InMemoryJournal", "Journal", "RunInfo", "SignalRecord", "check_append", "status_after"]
 
 _STATUS_OF_TERMINAL = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled"}
 
@@ -38,6 +39,17 @@ class RunInfo:
     created_at: datetime
     updated_at: datetime
     last_seq: int
+
+
+@dataclass(frozen=True)
+class SignalRecord:
+    """A signal sent to a run: kept in the run's inbox until a ``wait_for`` node consumes it."""
+
+    id: int  # increasing per journal: signals are delivered in this order
+    run_id: str
+    name: str
+    payload: Any
+    ts: datetime
 
 
 def status_after(status: str, events: Sequence[ev.Event]) -> str:
@@ -142,6 +154,28 @@ class Journal(ABC):
     ) -> list[RunInfo]:
         """Return index rows, newest first, filtered by status and workflow name."""
 
+    @abstractmethod
+    async def send_signal(self, run_id: str, name: str, payload: Any) -> SignalRecord:
+        """Put a signal in the run's inbox (append-only, committed on return); return it with its id.
+
+        The run's own events are not touched, so a signal never conflicts with the run's
+        writer; the run records a ``signal_received`` event when it consumes the signal.
+
+        Raises:
+            RunNotFound: no such run.
+            JournalError: the run has finished.
+        """
+
+    @abstractmethod
+    async def read_signals(
+        self, run_id: str | None, *, name: str | None = None, after: int = 0
+    ) -> list[SignalRecord]:
+        """Return signals with ``id > after``, in the order they were sent.
+
+        Only the run's (and only those named ``name``, if given); every run's when ``run_id``
+        is ``None``.
+        """
+
 
 class InMemoryJournal(Journal):
     """A journal in a dict: for unit tests and experiments. It survives nothing."""
@@ -149,6 +183,7 @@ class InMemoryJournal(Journal):
     def __init__(self) -> None:
         self._events: dict[str, list[ev.Event]] = {}
         self._runs: dict[str, RunInfo] = {}
+        self._signals: list[SignalRecord] = []
 
     async def open(self) -> None:
         pass
@@ -192,3 +227,29 @@ class InMemoryJournal(Journal):
         ]
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return rows[:limit] if limit is not None else rows
+
+    async def send_signal(self, run_id: str, name: str, payload: Any) -> SignalRecord:
+        await anyio.lowlevel.checkpoint()
+        info = self._runs.get(run_id)
+        check_signal(run_id, info)
+        record = SignalRecord(len(self._signals) + 1, run_id, name, payload, ev.utcnow())
+        self._signals.append(record)
+        return record
+
+    async def read_signals(
+        self, run_id: str | None, *, name: str | None = None, after: int = 0
+    ) -> list[SignalRecord]:
+        await anyio.lowlevel.checkpoint()
+        return [
+            s
+            for s in self._signals
+            if s.id > after and run_id in (None, s.run_id) and (name is None or s.name == name)
+        ]
+
+
+def check_signal(run_id: str, info: RunInfo | None) -> None:
+    """Refuse a signal to a run that does not exist or has finished."""
+    if info is None:
+        raise RunNotFound(run_id)
+    if info.status in ("completed", "failed", "cancelled"):
+        raise JournalError(f"run {run_id!r} has {info.status}; it takes no more signals")

@@ -37,13 +37,13 @@ from pydantic import TypeAdapter
 
 from . import _crash
 from . import events as ev
-from .errors import JournalError, NotADurableDatabase, StorageError
-from .journal import Journal, RunInfo, check_append, status_after
+from .errors import DurableError, JournalError, NotADurableDatabase, StorageError
+from .journal import Journal, RunInfo, SignalRecord, check_append, check_signal, status_after
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteJournal"]
 
 APPLICATION_ID = 0x44524231  # "DRB1", in the database header: marks the file as a durable journal
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 # Each entry takes the schema from version i to i+1. Never edit a released entry: add one.
@@ -86,6 +86,26 @@ MIGRATIONS: list[list[str]] = [
         """
         CREATE TRIGGER events_no_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'durable: the events table is append-only'); END
+        """,
+    ],
+    [  # 1 -> 2: the signal inbox
+        """
+        CREATE TABLE signals (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id   TEXT NOT NULL,
+            name     TEXT NOT NULL,
+            ts       TEXT NOT NULL,
+            payload  TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX signals_by_run ON signals (run_id, name, id)",
+        """
+        CREATE TRIGGER signals_no_update BEFORE UPDATE ON signals
+        BEGIN SELECT RAISE(ABORT, 'durable: the signals table is append-only'); END
+        """,
+        """
+        CREATE TRIGGER signals_no_delete BEFORE DELETE ON signals
+        BEGIN SELECT RAISE(ABORT, 'durable: the signals table is append-only'); END
         """,
     ],
 ]
@@ -145,8 +165,10 @@ _MAX_BATCH = 512  # batches per commit: bounds one transaction's size and latenc
 class _Request:
     run_id: str
     events: Sequence[ev.Event]
-    future: asyncio.Future[None]
+    future: asyncio.Future[Any]
     error: BaseException | None = None
+    signal: tuple[str, str] | None = None  # (name, payload JSON): a signal instead of events
+    result: Any = None
 
 
 def _resolve(batch: list[_Request]) -> None:
@@ -155,7 +177,7 @@ def _resolve(batch: list[_Request]) -> None:
         if request.future.done():  # the caller was cancelled; the outcome stands regardless
             continue
         if request.error is None:
-            request.future.set_result(None)
+            request.future.set_result(request.result)
         else:
             request.future.set_exception(request.error)
 
@@ -357,10 +379,13 @@ class SQLiteJournal(Journal):
             for request in batch:
                 conn.execute("SAVEPOINT batch")
                 try:
-                    self._append_one(conn, request.run_id, request.events)
-                except (JournalError, sqlite3.IntegrityError) as exc:
+                    if request.signal is not None:
+                        request.result = self._insert_signal(conn, request.run_id, *request.signal)
+                    else:
+                        self._append_one(conn, request.run_id, request.events)
+                except (DurableError, sqlite3.IntegrityError) as exc:
                     conn.execute("ROLLBACK TO batch")
-                    request.error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
+                    request.error = exc if isinstance(exc, DurableError) else JournalError(str(exc))
                 conn.execute("RELEASE batch")
             _crash.write_fault()
             _crash.reached("before_commit")
@@ -374,6 +399,39 @@ class SQLiteJournal(Journal):
             error = _storage_error(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
             for request in batch:
                 request.error = error
+
+    def _insert_signal(self, conn: sqlite3.Connection, run_id: str, name: str, payload: str) -> SignalRecord:
+        row = conn.execute(f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        check_signal(run_id, _run_info(run_id, row) if row else None)
+        ts = ev.utcnow()
+        cur = conn.execute(
+            "INSERT INTO signals (run_id, name, ts, payload) VALUES (?, ?, ?, ?)",
+            (run_id, name, ts.isoformat(), payload),
+        )
+        assert cur.lastrowid is not None
+        return SignalRecord(cur.lastrowid, run_id, name, json.loads(payload), ts)
+
+    async def send_signal(self, run_id: str, name: str, payload: Any) -> SignalRecord:
+        if self._thread is None:
+            raise JournalError("the journal is not open; use 'async with Engine(...)' or 'await journal.open()'")
+        request = _Request(run_id, (), asyncio.get_running_loop().create_future(), signal=(name, json.dumps(payload)))
+        self._queue.put(request)
+        record: SignalRecord = await request.future
+        return record
+
+    async def read_signals(
+        self, run_id: str | None, *, name: str | None = None, after: int = 0
+    ) -> list[SignalRecord]:
+        sql = "SELECT id, run_id, name, ts, payload FROM signals WHERE id > ?"
+        params: list[Any] = [after]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        if name is not None:
+            sql += " AND name = ?"
+            params.append(name)
+        rows = await self._fetch(sql + " ORDER BY id", params)
+        return [SignalRecord(i, r, n, json.loads(p), datetime.fromisoformat(t)) for i, r, n, t, p in rows]
 
     def _append_one(self, conn: sqlite3.Connection, run_id: str, events: Sequence[ev.Event]) -> None:
         row = conn.execute(

@@ -64,6 +64,30 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "run_completed": st.builds(ev.RunCompleted, seq=seqs, ts=times, result=json_values),
     "run_failed": st.builds(ev.RunFailed, seq=seqs, ts=times, error=errors),
     "run_cancelled": st.builds(ev.RunCancelled, seq=seqs, ts=times, reason=st.text()),
+    "route_chosen": st.builds(ev.RouteChosen, seq=seqs, ts=times, node=names, key=names, branch=names),
+    "loop_iterated": st.builds(
+        ev.LoopIterated, seq=seqs, ts=times, node=names, iteration=attempts, again=st.booleans(), value=json_values
+    ),
+    "map_started": st.builds(ev.MapStarted, seq=seqs, ts=times, node=names, count=st.integers(0, 1000)),
+    "child_started": st.builds(ev.ChildStarted, seq=seqs, ts=times, node=names, child_run_id=names),
+    "sleep_started": st.builds(ev.SleepStarted, seq=seqs, ts=times, node=names, until=times),
+    "wait_started": st.builds(
+        ev.WaitStarted, seq=seqs, ts=times, node=names, signal=names, deadline=st.none() | times
+    ),
+    "signal_received": st.builds(
+        ev.SignalReceived,
+        seq=seqs,
+        ts=times,
+        node=names,
+        signal=names,
+        signal_id=st.integers(1, 10**6),
+        payload=json_values,
+    ),
+    "node_completed": st.builds(
+        ev.NodeCompleted, seq=seqs, ts=times, node=names, output=json_values, timed_out=st.booleans()
+    ),
+    "run_paused": st.builds(ev.RunPaused, seq=seqs, ts=times, reason=st.text()),
+    "run_unpaused": st.builds(ev.RunUnpaused, seq=seqs, ts=times),
 }
 any_event = st.one_of(*STRATEGIES.values())
 
@@ -72,7 +96,7 @@ def test_the_strategies_cover_every_event_type() -> None:
     # A new event type must get a strategy here (and so a round-trip test).
     assert set(STRATEGIES) == ev.EVENT_TYPES
     assert {cls.model_fields["type"].default for cls in EVENT_CLASSES} == ev.EVENT_TYPES
-    assert len(EVENT_CLASSES) == len(ev.EVENT_TYPES) == 12
+    assert len(EVENT_CLASSES) == len(ev.EVENT_TYPES) == 22
 
 
 def test_terminal_types_are_the_run_endings() -> None:
@@ -136,6 +160,16 @@ def _sample(type_: str) -> Any:
         "run_completed": {},
         "run_failed": {"error": {"type": "E", "message": "m"}},
         "run_cancelled": {},
+        "route_chosen": {"node": "r", "key": "a", "branch": "a"},
+        "loop_iterated": {"node": "l", "iteration": 1, "again": True},
+        "map_started": {"node": "m", "count": 2},
+        "child_started": {"node": "c", "child_run_id": "r/c"},
+        "sleep_started": {"node": "s", "until": "2024-01-01T00:01:00Z"},
+        "wait_started": {"node": "w", "signal": "go"},
+        "signal_received": {"node": "w", "signal": "go", "signal_id": 1},
+        "node_completed": {"node": "s"},
+        "run_paused": {},
+        "run_unpaused": {},
     }
     return ev.EVENT_ADAPTER.validate_python({**fields, **extra[type_]})
 
