@@ -467,7 +467,8 @@ async def _run_wait(run: LiveRun, node: WaitNode, value: Any) -> Any:
         return st.output
     _failed_before(run, node.id)
     consumed = set(run.state.consumed_signals)
-    waiting = [s for s in await run.journal.read_signals(run.run_id, name=node.signal) if s.id not in consumed]
+    signals = await run.journal.read_signals(run.run_id, name=node.signal)
+    waiting = [s for s in signals if s.id not in consumed]
     if waiting:  # the oldest unconsumed signal of this name, also if it came before the run got here
         signal = waiting[0]
         run.record(ev.SignalReceived, node=node.id, signal=node.signal, signal_id=signal.id, payload=signal.payload)
@@ -476,7 +477,8 @@ async def _run_wait(run: LiveRun, node: WaitNode, value: Any) -> Any:
     st = run.state.nodes.get(node.id)
     if st is None or st.started_at is None:
         deadline = ev.utcnow() + timedelta(seconds=node.timeout) if node.timeout is not None else None
-        run.record(ev.WaitStarted, node=node.id, signal=node.signal, deadline=deadline)
+        seen = max((s.id for s in signals), default=0)
+        run.record(ev.WaitStarted, node=node.id, signal=node.signal, deadline=deadline, seen_signal=seen)
     else:
         deadline = st.not_before
     if deadline is not None and ev.utcnow() >= deadline:

@@ -20,6 +20,7 @@
     ├── InvalidRunDocument           an exported run document is malformed; nothing was imported
     └── JournalError                 the journal cannot do what was asked
         ├── SeqConflict              another writer appended to the run first; nothing was written
+        ├── LeaseLost                a worker's lease on the run was taken over; nothing was written
         ├── NotADurableDatabase      the file is not SQLite, or not a durable journal; left untouched
         └── StorageError             the storage failed (missing directory, disk full, I/O error,
                                      database locked); the transaction was rolled back
@@ -39,6 +40,7 @@ __all__ = [
     "DurableError",
     "InvalidRunDocument",
     "JournalError",
+    "LeaseLost",
     "LoopExhausted",
     "NoRouteBranch",
     "NotADurableDatabase",
@@ -247,6 +249,22 @@ class SeqConflict(JournalError):
         self.run_id = run_id
         self.expected = expected
         self.actual = actual
+
+
+class LeaseLost(JournalError):
+    """A worker appended under a lease that is no longer the run's: another worker took the run over.
+
+    Nothing was written. The stale worker stops the run; the new holder goes on from the journal.
+    """
+
+    def __init__(self, run_id: str, owner: str, token: int, holder: str | None, holder_token: int) -> None:
+        super().__init__(
+            f"run {run_id!r}: worker {owner!r} lost its lease (token {token}); the run is now held by "
+            f"{holder!r} (token {holder_token}). Nothing was written; the current holder goes on"
+        )
+        self.run_id = run_id
+        self.owner = owner
+        self.token = token
 
 
 class NotADurableDatabase(JournalError):

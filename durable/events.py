@@ -240,6 +240,7 @@ class WaitStarted(_EventBase):
     node: str
     signal: str
     deadline: datetime | None = None
+    seen_signal: int = 0  # the newest signal id of this name the run had seen: newer ones wake it
 
 
 class SignalReceived(_EventBase):

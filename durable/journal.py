@@ -10,9 +10,10 @@ and ``tests/test_journal_contract.py`` runs one suite against every implementati
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 from types import TracebackType
 from typing import Any
@@ -20,9 +21,21 @@ from typing import Any
 import anyio.lowlevel
 
 from . import events as ev
-from .errors import JournalError, RunAlreadyExists, RunNotFound, SeqConflict
+from .errors import JournalError, LeaseLost, RunAlreadyExists, RunNotFound, SeqConflict
 
-__all__ = ["InMemoryJournal", "Journal", "RunInfo", "SignalRecord", "check_append", "status_after"]
+__all__ = [
+    "Claim",
+    "InMemoryJournal",
+    "Journal",
+    "Lease",
+    "RunInfo",
+    "SignalRecord",
+    "check_append",
+    "check_lease",
+    "claimable",
+    "schedule_after",
+    "status_after",
+]
 
 _STATUS_OF_TERMINAL = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled"}
 
@@ -39,6 +52,35 @@ class RunInfo:
     created_at: datetime
     updated_at: datetime
     last_seq: int
+    # where the run waits, derived from its events (see schedule_after)
+    wake_at: datetime | None = None
+    waiting_for: str | None = None
+    signal_mark: int = 0
+    paused: bool = False
+    # worker leases (see durable.worker)
+    lease_owner: str | None = None
+    lease_token: int = 0
+    lease_expires_at: datetime | None = None
+    takeovers: int = 0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on a run: the fencing token that every append of the holder carries."""
+
+    run_id: str
+    owner: str
+    token: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run a worker just claimed; ``takeovers`` counts the leases that expired on it so far."""
+
+    lease: Lease
+    workflow: str
+    definition_hash: str
+    takeovers: int
 
 
 @dataclass(frozen=True)
@@ -60,6 +102,49 @@ def status_after(status: str, events: Sequence[ev.Event]) -> str:
         elif event.type in _STATUS_OF_TERMINAL:
             status = _STATUS_OF_TERMINAL[event.type]
     return status
+
+
+def schedule_after(info: RunInfo, events: Sequence[ev.Event]) -> dict[str, Any]:
+    """Where the run waits once ``events`` are appended: ``wake_at``, ``waiting_for``, ``signal_mark``, ``paused``.
+
+    A sleep sets ``wake_at``; a wait sets ``waiting_for`` (and its deadline as ``wake_at``, and
+    the newest signal id it had seen as ``signal_mark``); any progress clears both. Workers
+    use these columns to find runs that are due without reading their events.
+    """
+    wake_at, waiting_for, mark, paused = info.wake_at, info.waiting_for, info.signal_mark, info.paused
+    for event in events:
+        if isinstance(event, ev.SleepStarted):
+            wake_at, waiting_for = event.until, None
+        elif isinstance(event, ev.WaitStarted):
+            wake_at, waiting_for, mark = event.deadline, event.signal, event.seen_signal
+        elif isinstance(event, ev.RunPaused):
+            paused = True
+        elif isinstance(event, ev.RunUnpaused):
+            paused = False
+        elif not isinstance(event, ev.SignalReceived):
+            wake_at, waiting_for = None, None
+    return {"wake_at": wake_at, "waiting_for": waiting_for, "signal_mark": mark, "paused": paused}
+
+
+def check_lease(run_id: str, info: RunInfo | None, lease: Lease | None) -> None:
+    """Fencing: an append made under a lease must come from the lease's current holder."""
+    if lease is None or info is None:
+        return
+    if info.lease_owner != lease.owner or info.lease_token != lease.token:
+        raise LeaseLost(run_id, lease.owner, lease.token, info.lease_owner, info.lease_token)
+
+
+def claimable(info: RunInfo, now: datetime, hashes: Collection[str], has_new_signal: bool) -> bool:
+    """Whether a worker that knows ``hashes`` may claim the run now (the rule every journal applies)."""
+    if info.status != "running" or info.paused or info.definition_hash not in hashes:
+        return False
+    if info.lease_owner is not None and info.lease_expires_at is not None and info.lease_expires_at >= now:
+        return False
+    if info.wake_at is None and info.waiting_for is None:
+        return True  # ready, or its worker died mid-step
+    if info.wake_at is not None and info.wake_at <= now:
+        return True
+    return info.waiting_for is not None and has_new_signal
 
 
 def check_append(run_id: str, info: RunInfo | None, events: Sequence[ev.Event]) -> None:
@@ -121,17 +206,20 @@ class Journal(ABC):
         """Release connections. Appends already acknowledged stay durable."""
 
     @abstractmethod
-    async def append(self, run_id: str, events: Sequence[ev.Event]) -> None:
+    async def append(self, run_id: str, events: Sequence[ev.Event], *, lease: Lease | None = None) -> None:
         """Append ``events`` to ``run_id`` atomically: all of them are committed, or none.
 
         ``events`` carry their seqs; they must follow :func:`check_append`. Returning means
         committed (durably, as far as the journal's ``synchronous`` setting promises). Many
-        concurrent appends, for one run or many, may share one commit (group commit).
+        concurrent appends, for one run or many, may share one commit (group commit). With a
+        ``lease``, the same transaction checks that the lease is still the run's current one
+        (fencing): a worker presumed dead can never write into a run another has taken over.
 
         Raises:
             SeqConflict: another writer appended first; nothing of this batch was written.
             RunAlreadyExists: the batch starts a run whose id is taken.
             RunNotFound: the batch continues a run that does not exist.
+            LeaseLost: ``lease`` is no longer the run's lease; nothing was written.
             JournalError: the batch breaks another append rule.
             StorageError: the storage failed; the transaction was rolled back.
         """
@@ -177,6 +265,32 @@ class Journal(ABC):
         """
 
 
+    @abstractmethod
+    async def claim(
+        self,
+        owner: str,
+        *,
+        hashes: Collection[str],
+        limit: int,
+        ttl: float,
+        workflow_limits: dict[str, int] | None = None,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` runs that ``owner`` may execute, oldest first, in one transaction.
+
+        A run is claimable when :func:`claimable` says so. Claiming sets the lease (owner,
+        a new token, expiry ``now + ttl``); taking over an expired lease counts a takeover.
+        ``workflow_limits`` caps the live leases per workflow name, across all workers.
+        """
+
+    @abstractmethod
+    async def renew(self, leases: Sequence[Lease], ttl: float) -> list[str]:
+        """Extend these leases to ``now + ttl`` (the heartbeat); return the run ids whose lease was lost."""
+
+    @abstractmethod
+    async def release(self, lease: Lease) -> None:
+        """Give a lease back (the run parked, finished, or its worker is stopping). No-op if lost."""
+
+
 class InMemoryJournal(Journal):
     """A journal in a dict: for unit tests and experiments. It survives nothing."""
 
@@ -191,9 +305,10 @@ class InMemoryJournal(Journal):
     async def close(self) -> None:
         pass
 
-    async def append(self, run_id: str, events: Sequence[ev.Event]) -> None:
+    async def append(self, run_id: str, events: Sequence[ev.Event], *, lease: Lease | None = None) -> None:
         await anyio.lowlevel.checkpoint()
         info = self._runs.get(run_id)
+        check_lease(run_id, info, lease)
         check_append(run_id, info, events)
         last = events[-1]
         if info is None:
@@ -205,7 +320,11 @@ class InMemoryJournal(Journal):
             self._events[run_id] = []
         self._events[run_id].extend(events)
         self._runs[run_id] = replace(
-            info, status=status_after(info.status, events), updated_at=last.ts, last_seq=last.seq
+            info,
+            status=status_after(info.status, events),
+            updated_at=last.ts,
+            last_seq=last.seq,
+            **schedule_after(info, events),
         )
 
     async def read(self, run_id: str, *, after: int = 0, upto: int | None = None) -> list[ev.Event]:
@@ -245,6 +364,66 @@ class InMemoryJournal(Journal):
             for s in self._signals
             if s.id > after and run_id in (None, s.run_id) and (name is None or s.name == name)
         ]
+
+    async def claim(
+        self,
+        owner: str,
+        *,
+        hashes: Collection[str],
+        limit: int,
+        ttl: float,
+        workflow_limits: dict[str, int] | None = None,
+    ) -> list[Claim]:
+        await anyio.lowlevel.checkpoint()
+        now = ev.utcnow()
+        live = Counter(
+            r.workflow
+            for r in self._runs.values()
+            if r.lease_owner and r.lease_expires_at and r.lease_expires_at >= now
+        )
+        out: list[Claim] = []
+        for info in sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id)):
+            if len(out) >= limit:
+                break
+            fresh = any(
+                s.run_id == info.run_id and s.name == info.waiting_for and s.id > info.signal_mark
+                for s in self._signals
+            )
+            if not claimable(info, now, hashes, fresh):
+                continue
+            cap = (workflow_limits or {}).get(info.workflow)
+            if cap is not None and live[info.workflow] >= cap:
+                continue
+            live[info.workflow] += 1
+            takeovers = info.takeovers + (1 if info.lease_owner is not None else 0)
+            token = info.lease_token + 1
+            self._runs[info.run_id] = replace(
+                info,
+                lease_owner=owner,
+                lease_token=token,
+                lease_expires_at=now + timedelta(seconds=ttl),
+                takeovers=takeovers,
+            )
+            out.append(Claim(Lease(info.run_id, owner, token), info.workflow, info.definition_hash, takeovers))
+        return out
+
+    async def renew(self, leases: Sequence[Lease], ttl: float) -> list[str]:
+        await anyio.lowlevel.checkpoint()
+        lost: list[str] = []
+        until = ev.utcnow() + timedelta(seconds=ttl)
+        for lease in leases:
+            info = self._runs.get(lease.run_id)
+            if info is None or info.lease_owner != lease.owner or info.lease_token != lease.token:
+                lost.append(lease.run_id)
+            else:
+                self._runs[lease.run_id] = replace(info, lease_expires_at=until)
+        return lost
+
+    async def release(self, lease: Lease) -> None:
+        await anyio.lowlevel.checkpoint()
+        info = self._runs.get(lease.run_id)
+        if info is not None and info.lease_owner == lease.owner and info.lease_token == lease.token:
+            self._runs[lease.run_id] = replace(info, lease_owner=None, lease_expires_at=None)
 
 
 def check_signal(run_id: str, info: RunInfo | None) -> None:

@@ -23,9 +23,9 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any, Literal
@@ -38,12 +38,23 @@ from pydantic import TypeAdapter
 from . import _crash
 from . import events as ev
 from .errors import DurableError, JournalError, NotADurableDatabase, StorageError
-from .journal import Journal, RunInfo, SignalRecord, check_append, check_signal, status_after
+from .journal import (
+    Claim,
+    Journal,
+    Lease,
+    RunInfo,
+    SignalRecord,
+    check_append,
+    check_lease,
+    check_signal,
+    schedule_after,
+    status_after,
+)
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteJournal"]
 
 APPLICATION_ID = 0x44524231  # "DRB1", in the database header: marks the file as a durable journal
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 # Each entry takes the schema from version i to i+1. Never edit a released entry: add one.
@@ -108,11 +119,21 @@ MIGRATIONS: list[list[str]] = [
         BEGIN SELECT RAISE(ABORT, 'durable: the signals table is append-only'); END
         """,
     ],
+    [  # 2 -> 3: where runs wait (derived from their events), and worker takeovers
+        "ALTER TABLE runs ADD COLUMN wake_at TEXT",
+        "ALTER TABLE runs ADD COLUMN waiting_for TEXT",
+        "ALTER TABLE runs ADD COLUMN signal_mark INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 _COLUMNS = {"seq", "ts", "type", "node", "attempt"}
-_RUN_FIELDS = "workflow, version, definition_hash, status, created_at, updated_at, last_seq"
+_RUN_FIELDS = (
+    "workflow, version, definition_hash, status, created_at, updated_at, last_seq, wake_at, waiting_for, "
+    "signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers"
+)
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
@@ -167,7 +188,8 @@ class _Request:
     events: Sequence[ev.Event]
     future: asyncio.Future[Any]
     error: BaseException | None = None
-    signal: tuple[str, str] | None = None  # (name, payload JSON): a signal instead of events
+    lease: Lease | None = None
+    op: Callable[[sqlite3.Connection], Any] | None = None  # another write than an append (signal, claim)
     result: Any = None
 
 
@@ -327,12 +349,12 @@ class SQLiteJournal(Journal):
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def append(self, run_id: str, events: Sequence[ev.Event]) -> None:
+    async def append(self, run_id: str, events: Sequence[ev.Event], *, lease: Lease | None = None) -> None:
         writer = self._thread
         if writer is None:
             raise JournalError("the journal is not open; use 'async with Engine(...)' or 'await journal.open()'")
         loop = asyncio.get_running_loop()
-        request = _Request(run_id, events, loop.create_future())
+        request = _Request(run_id, events, loop.create_future(), lease=lease)
         self._queue.put(request)
         await request.future
 
@@ -379,10 +401,10 @@ class SQLiteJournal(Journal):
             for request in batch:
                 conn.execute("SAVEPOINT batch")
                 try:
-                    if request.signal is not None:
-                        request.result = self._insert_signal(conn, request.run_id, *request.signal)
+                    if request.op is not None:
+                        request.result = request.op(conn)
                     else:
-                        self._append_one(conn, request.run_id, request.events)
+                        self._append_one(conn, request.run_id, request.events, request.lease)
                 except (DurableError, sqlite3.IntegrityError) as exc:
                     conn.execute("ROLLBACK TO batch")
                     request.error = exc if isinstance(exc, DurableError) else JournalError(str(exc))
@@ -411,13 +433,63 @@ class SQLiteJournal(Journal):
         assert cur.lastrowid is not None
         return SignalRecord(cur.lastrowid, run_id, name, json.loads(payload), ts)
 
-    async def send_signal(self, run_id: str, name: str, payload: Any) -> SignalRecord:
+    async def _submit(self, run_id: str, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``op`` in the writer thread, inside a write transaction shared with other requests."""
         if self._thread is None:
             raise JournalError("the journal is not open; use 'async with Engine(...)' or 'await journal.open()'")
-        request = _Request(run_id, (), asyncio.get_running_loop().create_future(), signal=(name, json.dumps(payload)))
+        request = _Request(run_id, (), asyncio.get_running_loop().create_future(), op=op)
         self._queue.put(request)
-        record: SignalRecord = await request.future
+        return await request.future
+
+    async def send_signal(self, run_id: str, name: str, payload: Any) -> SignalRecord:
+        text = json.dumps(payload)
+        record: SignalRecord = await self._submit(run_id, lambda conn: self._insert_signal(conn, run_id, name, text))
         return record
+
+    async def claim(
+        self,
+        owner: str,
+        *,
+        hashes: Collection[str],
+        limit: int,
+        ttl: float,
+        workflow_limits: dict[str, int] | None = None,
+    ) -> list[Claim]:
+        if limit <= 0 or not hashes:
+            return []
+        claims: list[Claim] = await self._submit(
+            "", lambda conn: _claim(conn, owner, list(hashes), limit, ttl, workflow_limits or {})
+        )
+        return claims
+
+    async def renew(self, leases: Sequence[Lease], ttl: float) -> list[str]:
+        if not leases:
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            until = _iso(ev.utcnow() + timedelta(seconds=ttl))
+            lost = []
+            for lease in leases:
+                cur = conn.execute(
+                    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ? AND lease_token = ?",
+                    (until, lease.run_id, lease.owner, lease.token),
+                )
+                if cur.rowcount == 0:
+                    lost.append(lease.run_id)
+            return lost
+
+        lost: list[str] = await self._submit("", op)
+        return lost
+
+    async def release(self, lease: Lease) -> None:
+        await self._submit(
+            lease.run_id,
+            lambda conn: conn.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE run_id = ? AND lease_owner = ? AND lease_token = ?",
+                (lease.run_id, lease.owner, lease.token),
+            ),
+        )
 
     async def read_signals(
         self, run_id: str | None, *, name: str | None = None, after: int = 0
@@ -433,19 +505,23 @@ class SQLiteJournal(Journal):
         rows = await self._fetch(sql + " ORDER BY id", params)
         return [SignalRecord(i, r, n, json.loads(p), datetime.fromisoformat(t)) for i, r, n, t, p in rows]
 
-    def _append_one(self, conn: sqlite3.Connection, run_id: str, events: Sequence[ev.Event]) -> None:
+    def _append_one(
+        self, conn: sqlite3.Connection, run_id: str, events: Sequence[ev.Event], lease: Lease | None
+    ) -> None:
         row = conn.execute(
             f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?",
             (run_id,),
         ).fetchone()
         info = _run_info(run_id, row) if row else None
+        check_lease(run_id, info, lease)
         check_append(run_id, info, events)
         last = events[-1]
         if info is None:
             first = events[0]
             assert isinstance(first, ev.RunStarted)
             conn.execute(
-                f"INSERT INTO runs (run_id, {_RUN_FIELDS}) VALUES (?, ?, ?, ?, 'running', ?, ?, 0)",
+                "INSERT INTO runs (run_id, workflow, version, definition_hash, status, created_at, updated_at, "
+                "last_seq) VALUES (?, ?, ?, ?, 'running', ?, ?, 0)",
                 (
                     run_id,
                     first.workflow,
@@ -455,16 +531,26 @@ class SQLiteJournal(Journal):
                     first.ts.isoformat(),
                 ),
             )
-            status = "running"
-        else:
-            status = info.status
+            ts = first.ts
+            info = RunInfo(run_id, first.workflow, first.version, first.definition_hash, "running", ts, ts, 0)
         conn.executemany(
             "INSERT INTO events (run_id, seq, type, node, attempt, ts, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(run_id, *encode_event(e)) for e in events],
         )
+        sched = schedule_after(info, events)
         conn.execute(
-            "UPDATE runs SET status = ?, updated_at = ?, last_seq = ? WHERE run_id = ?",
-            (status_after(status, events), last.ts.isoformat(), last.seq, run_id),
+            "UPDATE runs SET status = ?, updated_at = ?, last_seq = ?, wake_at = ?, waiting_for = ?, signal_mark = ?,"
+            " paused = ? WHERE run_id = ?",
+            (
+                status_after(info.status, events),
+                last.ts.isoformat(),
+                last.seq,
+                _iso(sched["wake_at"]),
+                sched["waiting_for"],
+                sched["signal_mark"],
+                int(sched["paused"]),
+                run_id,
+            ),
         )
 
     # -- reading ------------------------------------------------------------------------------
@@ -512,8 +598,65 @@ class SQLiteJournal(Journal):
         return [_run_info(row[0], row[1:]) for row in rows]
 
 
+def _claim(
+    conn: sqlite3.Connection, owner: str, hashes: list[str], limit: int, ttl: float, caps: dict[str, int]
+) -> list[Claim]:
+    """The claim transaction's body (see :meth:`Journal.claim`); the rule is :func:`claimable`'s, in SQL."""
+    now = ev.utcnow()
+    now_iso = _iso(now)
+    marks = ",".join("?" * len(hashes))
+    rows = conn.execute(
+        f"""
+        SELECT run_id, workflow, definition_hash, lease_owner, lease_token, takeovers FROM runs
+        WHERE status = 'running' AND paused = 0 AND definition_hash IN ({marks})
+          AND (lease_owner IS NULL OR lease_expires_at < ?)
+          AND ((wake_at IS NULL AND waiting_for IS NULL)
+               OR wake_at <= ?
+               OR (waiting_for IS NOT NULL AND EXISTS (
+                   SELECT 1 FROM signals s
+                   WHERE s.run_id = runs.run_id AND s.name = runs.waiting_for AND s.id > runs.signal_mark)))
+        ORDER BY created_at, run_id
+        LIMIT ?
+        """,
+        (*hashes, now_iso, now_iso, limit * 4 + 16),
+    ).fetchall()
+    live: dict[str, int] = dict(
+        conn.execute(
+            "SELECT workflow, count(*) FROM runs WHERE lease_owner IS NOT NULL AND lease_expires_at >= ?"
+            " GROUP BY workflow",
+            (now_iso,),
+        ).fetchall()
+    )
+    until = _iso(now + timedelta(seconds=ttl))
+    out: list[Claim] = []
+    for run_id, workflow, definition_hash, previous_owner, token, takeovers in rows:
+        if len(out) >= limit:
+            break
+        cap = caps.get(workflow)
+        if cap is not None and live.get(workflow, 0) >= cap:
+            continue
+        live[workflow] = live.get(workflow, 0) + 1
+        takeovers += 1 if previous_owner is not None else 0
+        conn.execute(
+            "UPDATE runs SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, takeovers = ? WHERE run_id = ?",
+            (owner, token + 1, until, takeovers, run_id),
+        )
+        out.append(Claim(Lease(run_id, owner, token + 1), workflow, definition_hash, takeovers))
+    return out
+
+
+def _iso(value: datetime | None) -> str | None:
+    # Fixed width (microseconds always), so that text comparison in SQL is time comparison.
+    return value.astimezone(UTC).isoformat(timespec="microseconds") if value is not None else None
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
 def _run_info(run_id: str, row: Sequence[Any]) -> RunInfo:
-    workflow, version, definition_hash, status, created_at, updated_at, last_seq = row
+    (workflow, version, definition_hash, status, created_at, updated_at, last_seq, wake_at, waiting_for,
+     signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers) = row  # fmt: skip
     return RunInfo(
         run_id,
         workflow,
@@ -523,4 +666,12 @@ def _run_info(run_id: str, row: Sequence[Any]) -> RunInfo:
         datetime.fromisoformat(created_at),
         datetime.fromisoformat(updated_at),
         last_seq,
+        _time(wake_at),
+        waiting_for,
+        signal_mark,
+        bool(paused),
+        lease_owner,
+        lease_token,
+        _time(lease_expires_at),
+        takeovers,
     )
