@@ -17,6 +17,7 @@ from .errors import DefinitionMismatch as DefinitionMismatch
 from .errors import DurableError as DurableError
 from .errors import InvalidRunDocument as InvalidRunDocument
 from .errors import JournalError as JournalError
+from .errors import LeaseLost as LeaseLost
 from .errors import LoopExhausted as LoopExhausted
 from .errors import NoRouteBranch as NoRouteBranch
 from .errors import NotADurableDatabase as NotADurableDatabase
@@ -44,6 +45,7 @@ from .replay import ReplayStep as ReplayStep
 from .replay import replay as replay
 from .retry import RetryPolicy as RetryPolicy
 from .sqlite import SQLiteJournal as SQLiteJournal
+from .worker import Worker as Worker
 
 __version__ = "0.1.0"
 
@@ -57,6 +59,7 @@ __all__ = [
     "InvalidRunDocument",
     "Journal",
     "JournalError",
+    "LeaseLost",
     "LoopExhausted",
     "LoopResult",
     "NoRouteBranch",
@@ -81,6 +84,7 @@ __all__ = [
     "StepError",
     "StepTimeout",
     "StorageError",
+    "Worker",
     "Workflow",
     "again",
     "context",

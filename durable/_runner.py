@@ -35,7 +35,7 @@ from .errors import (
     StepTimeout,
 )
 from .fold import COMPLETED, FAILED, INTERRUPTED, NOT_STARTED, RunState
-from .journal import Journal
+from .journal import Journal, Lease
 from .nodes import (
     ChildNode,
     ForkNode,
@@ -92,6 +92,8 @@ class LiveRun:
         self.scope: anyio.CancelScope | None = None  # the run's task, while it has one
         self.parked: RunParked | None = None  # why the run waits, while it has no task
         self.spawn_child: Callable[[Workflow, Any, str, ev.ParentRef], Awaitable[tuple[bool, Any]]] | None = None
+        self.lease: Lease | None = None  # held when a worker runs it: every commit is fenced by it
+        self.on_exit: Callable[[LiveRun], Awaitable[None]] | None = None  # a worker's hook: the task ended
 
     def shared_model(self) -> Any:
         """A fresh instance of the shared context for one step, or ``None`` if the workflow has none."""
@@ -121,7 +123,7 @@ class LiveRun:
         _crash.reached("before_append")
         batch, self._pending = self._pending, []
         with anyio.CancelScope(shield=True):
-            await self.journal.append(self.run_id, batch)
+            await self.journal.append(self.run_id, batch, lease=self.lease)
         _crash.reached("after_commit")
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:

@@ -11,7 +11,7 @@ consistent prefix that can be resumed.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +38,7 @@ from .errors import (
     StepError,
 )
 from .fold import RunState, fold
-from .journal import Journal, RunInfo
+from .journal import Journal, Lease, RunInfo
 from .portable import export_document, fork_events, parse_document
 from .sqlite import SQLiteJournal, Synchronous
 
@@ -235,6 +235,72 @@ class Engine:
         if state.finished:
             return RunHandle(run_id, self, workflow)
         return self._launch(tg, self._new_live(workflow, state))
+
+    async def submit(self, workflow: Workflow, input: Any = None, *, run_id: str | None = None) -> str:
+        """Record a run as ready for any worker to pick up (see :class:`durable.Worker`); return its id.
+
+        Nothing runs in this process. Wait for the result from anywhere with :meth:`wait`.
+
+        Raises:
+            RunAlreadyExists: ``run_id`` is taken.
+            SerializationError: ``input`` cannot be encoded as JSON.
+        """
+        workflow = _check_workflow(workflow)
+        run_id = run_id if run_id is not None else uuid.uuid4().hex
+        run = self._new_live(workflow, RunState(run_id=run_id))
+        run.record(
+            ev.RunStarted,
+            workflow=workflow.name,
+            version=workflow.version,
+            definition_hash=workflow.definition_hash,
+            definition=workflow.canonical(),
+            input=encode_any(input, what="the run's input"),
+            state=self._initial_state(workflow, None),
+        )
+        await run.commit()
+        return run_id
+
+    async def wait(
+        self, run_id: str, workflow: Workflow | None = None, *, timeout: float | None = None, poll: float = 0.05
+    ) -> Any:
+        """Wait until the run ends, whichever process runs it, and return its result.
+
+        With ``workflow``, the result is decoded by its annotations (a model comes back as that
+        model); without, it is plain JSON.
+
+        Raises:
+            RunNotFound: no such run.
+            RunFailed: the run failed. RunCancelled: it was cancelled.
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        live = self._live.get(run_id)
+        with anyio.fail_after(timeout):
+            if live is not None and live.lease is None:
+                await live.finished.wait()
+            while True:
+                info = await self.journal.get_run(run_id)
+                if info is None:
+                    raise RunNotFound(run_id)
+                if info.status in ("completed", "failed", "cancelled"):
+                    return await self._stored_result(run_id, workflow)
+                await anyio.sleep(poll)
+
+    async def _run_leased(
+        self, lease: Lease, workflow: Workflow, on_exit: Callable[[LiveRun], Awaitable[None]]
+    ) -> LiveRun | None:
+        """Run a claimed run under its lease (for a worker); ``None`` if it turned out finished."""
+        tg = self._group()
+        events = await self.journal.read(lease.run_id)
+        state = fold(events, lease.run_id)
+        if state.finished:
+            return None
+        self._check_definition(state, workflow)
+        run = self._new_live(workflow, state)
+        run.lease = lease
+        run.on_exit = on_exit
+        self._live[run.run_id] = run
+        tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
+        return run
 
     async def run(self, workflow: Workflow, input: Any = None, *, run_id: str | None = None) -> Any:
         """Start the run, or resume it if it exists and is unfinished, and wait for its result.
@@ -449,8 +515,9 @@ class Engine:
                     return
                 except RunParked as parking:  # it waits: no task, no thread, no connection until it wakes
                     run.parked = parking
-                    parked = True
-                    self._parking.park(run)
+                    if run.lease is None:  # a worker's run is woken by whichever worker claims it next
+                        parked = True
+                        self._parking.park(run)
                     return
                 run.record(ev.RunCompleted, result=_result_json(run.workflow, run.state))
                 await run.commit()
@@ -469,6 +536,9 @@ class Engine:
             run.scope = None
             if not parked:
                 self._live.pop(run.run_id, None)
+            if run.on_exit is not None:
+                with anyio.CancelScope(shield=True):
+                    await run.on_exit(run)
 
     async def _record_cancel(self, run: LiveRun, reason: str) -> None:
         run.record(ev.RunCancelled, reason=reason)
