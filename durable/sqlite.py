@@ -305,6 +305,10 @@ class SQLiteJournal(Journal):
             if str(mode).lower() != "wal":
                 raise StorageError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the file on a local disk")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # Keep the WAL bounded: SQLite checkpoints every ~1000 pages on commit (readers here
+            # never hold a read transaction open, so checkpoints are not starved), and after a
+            # checkpoint the WAL file is truncated back to this size.
+            conn.execute(f"PRAGMA journal_size_limit = {64 * 1024 * 1024}")
             self._migrate(conn)
         except sqlite3.Error as exc:
             conn.close()
