@@ -191,6 +191,7 @@ class _Request:
     lease: Lease | None = None
     op: Callable[[sqlite3.Connection], Any] | None = None  # another write than an append (signal, claim)
     result: Any = None
+    rows: list[tuple[Any, ...]] | None = None  # the events, encoded for the events table
 
 
 def _resolve(batch: list[_Request]) -> None:
@@ -359,6 +360,9 @@ class SQLiteJournal(Journal):
             raise JournalError("the journal is not open; use 'async with Engine(...)' or 'await journal.open()'")
         loop = asyncio.get_running_loop()
         request = _Request(run_id, events, loop.create_future(), lease=lease)
+        # Encode here, on the loop's thread: the writer thread then runs almost no Python and
+        # spends its time in SQLite with the GIL released, instead of contending for it.
+        request.rows = [(run_id, *encode_event(e)) for e in events]
         self._queue.put(request)
         await request.future
 
@@ -408,7 +412,8 @@ class SQLiteJournal(Journal):
                     if request.op is not None:
                         request.result = request.op(conn)
                     else:
-                        self._append_one(conn, request.run_id, request.events, request.lease)
+                        assert request.rows is not None
+                        self._append_one(conn, request.run_id, request.events, request.rows, request.lease)
                 except (DurableError, sqlite3.IntegrityError) as exc:
                     conn.execute("ROLLBACK TO batch")
                     request.error = exc if isinstance(exc, DurableError) else JournalError(str(exc))
@@ -510,7 +515,12 @@ class SQLiteJournal(Journal):
         return [SignalRecord(i, r, n, json.loads(p), datetime.fromisoformat(t)) for i, r, n, t, p in rows]
 
     def _append_one(
-        self, conn: sqlite3.Connection, run_id: str, events: Sequence[ev.Event], lease: Lease | None
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        events: Sequence[ev.Event],
+        rows: list[tuple[Any, ...]],
+        lease: Lease | None,
     ) -> None:
         row = conn.execute(
             f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?",
@@ -539,7 +549,7 @@ class SQLiteJournal(Journal):
             info = RunInfo(run_id, first.workflow, first.version, first.definition_hash, "running", ts, ts, 0)
         conn.executemany(
             "INSERT INTO events (run_id, seq, type, node, attempt, ts, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(run_id, *encode_event(e)) for e in events],
+            rows,
         )
         sched = schedule_after(info, events)
         conn.execute(
