@@ -109,16 +109,27 @@ def _instrument(workflow: Workflow, counts: _Counts) -> Workflow:
     return instrumented
 
 
-async def _incarnation(db: Path, workflow: Workflow, input: Any, run_id: str) -> tuple[str, Any]:
-    async with Engine(db) as engine:
+async def _incarnation(
+    db: Path, workflow: Workflow, input: Any, run_id: str, signals: Sequence[tuple[str, Any]]
+) -> tuple[str, Any]:
+    async with Engine(db, signal_poll_interval=0.01) as engine:
         try:
-            return "completed", await engine.run(workflow, input, run_id=run_id)
+            handle = await engine.start(workflow, input, run_id=run_id, on_conflict="use_existing")
+            if signals and not await engine.journal.read_signals(run_id):
+                for name, payload in signals:  # the inbox keeps them: sent once, across crashes
+                    await engine.signal(run_id, name, payload)
+            return "completed", await handle.result()
         except RunFailed as exc:
             return "failed", f"{exc.error_type}: {exc.node}"
 
 
 def run_with_crashes(
-    workflow: Workflow, input: Any, schedule: Schedule, db: Path, run_id: str = "crash-check"
+    workflow: Workflow,
+    input: Any,
+    schedule: Schedule,
+    db: Path,
+    run_id: str = "crash-check",
+    signals: Sequence[tuple[str, Any]] = (),
 ) -> Outcome:
     """Run ``workflow`` on a fresh database, crashing per ``schedule``, resuming after each crash.
 
@@ -139,7 +150,7 @@ def run_with_crashes(
         else:
             _crash.arm("before_append", 2**62)  # never fires; counts arrivals
         try:
-            outcome = anyio.run(_incarnation, db, wf, input, run_id)
+            outcome = anyio.run(_incarnation, db, wf, input, run_id, signals)
         except _crash.SimulatedCrash as crash:
             crashes.append((crash.point, crash.occurrence))
             done = _completed_nodes(db, run_id)
@@ -244,6 +255,7 @@ def check_crash_safety(
     points: Sequence[str] = _crash.POINTS,
     schedule: Schedule | None = None,
     derandomize: bool = False,
+    signals: Sequence[tuple[str, Any]] = (),
 ) -> CrashSafetyReport:
     """Crash ``workflow`` at many points and check that every run recovers correctly.
 
@@ -271,6 +283,8 @@ def check_crash_safety(
         points: the crash points to use (all by default).
         schedule: replay exactly this schedule (as printed by a failure) instead of searching.
         derandomize: make Hypothesis's choices repeatable.
+        signals: ``(name, payload)`` pairs sent to the run once it exists, for workflows that
+            ``wait_for`` signals.
 
     Raises:
         CrashSafetyError: a schedule broke a promise; the message has the schedule and the
@@ -282,7 +296,7 @@ def check_crash_safety(
         def fresh_db() -> Path:
             return Path(tmp) / f"run-{next(counter)}.db"
 
-        baseline = run_with_crashes(workflow, input, [], fresh_db())
+        baseline = run_with_crashes(workflow, input, [], fresh_db(), signals=signals)
         base_problems = journal_violations(baseline.events)
         if base_problems:
             raise CrashSafetyError(
@@ -291,7 +305,7 @@ def check_crash_safety(
         tried: list[int] = [0, 0]
 
         def check(one: Schedule) -> None:
-            outcome = run_with_crashes(workflow, input, one, fresh_db())
+            outcome = run_with_crashes(workflow, input, one, fresh_db(), signals=signals)
             tried[0] += 1
             tried[1] += len(outcome.crashes)
             problems = violations(outcome, baseline, workflow)
