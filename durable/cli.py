@@ -1,257 +1,65 @@
-"""The command line: ``durable demo | runs | history | state``.
+"""The command line: ``durable demo | runs | show | history | timeline | state | fork | export | import | check``.
 
-Thin by design: parse with click, call the engine, print with rich. Every
+Thin by design: parse with click, call the engine, print with rich (the tables and charts
+are built in :mod:`durable._render` and :mod:`durable._timeline`). Every
 :class:`~durable.errors.DurableError` becomes one line on stderr (``error: ...``) and exit
 status 1; usage errors are click's (exit status 2).
 
-The read-only commands (``runs``, ``history``, ``state``) never create a database: pointed
-at a path where none exists, they say so and stop.
+The commands that read (every one but ``demo`` and ``import``) never create a database:
+pointed at a path where none exists, they say so and stop. ``docs/debugging.md`` walks
+through them on a failing run.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Awaitable, Callable, Sequence
+import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
 import click
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from . import events as ev
+from ._cli_support import (
+    SORT_KEYS,
+    CliError,
+    Since,
+    db_option,
+    db_path,
+    existing_db,
+    load,
+    make_console,
+    run_async,
+)
+from ._render import changes_text, history_table, runs_table
+from ._show import run_summary
+from ._timeline import timeline as timeline_chart
+from .definition import Workflow
 from .engine import Engine
-from .errors import DurableError
+from .errors import InvalidRunDocument, RunAlreadyExists
+from .fold import fold
 from .journal import RunInfo
+from .portable import parse_document
+from .replay import replay
 
 __all__ = ["cli", "history_table", "main"]
 
-T = TypeVar("T")
-
-DEFAULT_DB = "durable.db"
-_STATUS_STYLE = {"running": "yellow", "completed": "green", "failed": "red", "cancelled": "magenta"}
-_PAYLOAD_WIDTH = 200  # a first cut; the table cuts again to the terminal's width
-
-
-class CliError(click.ClickException):
-    """A failure the user can act on: printed as one ``error: ...`` line, exit status 1."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def _one_line(message: str) -> str:
-    """Fold a multi-line message (a definition mismatch lists its changes) into one line."""
-    lines = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()]
-    return "; ".join(lines)
-
-
-def _leaf(exc: BaseException, kinds: tuple[type[Exception], ...]) -> BaseException | None:
-    """The exception of one of ``kinds`` in ``exc`` (which may be an exception group), if any."""
-    if isinstance(exc, kinds):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _leaf(inner, kinds)
-            if found is not None:
-                return found
-    return None
-
-
-def run_async(fn: Callable[[], Awaitable[T]], *, expected: tuple[type[Exception], ...] = ()) -> T:
-    """Run ``fn`` on a fresh event loop; a ``DurableError`` (or one of ``expected``) becomes a :class:`CliError`."""
-    try:
-        return anyio.run(fn)
-    except BaseException as exc:
-        leaf = _leaf(exc, (DurableError, *expected))
-        if leaf is None:
-            raise
-        raise CliError(_one_line(str(leaf))) from None
-
-
-# -- the --db option ------------------------------------------------------------------------
-
-
-def _db_option(*, on_group: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    if on_group:
-        return click.option(
-            "--db",
-            envvar="DURABLE_DB",
-            default=DEFAULT_DB,
-            show_default=True,
-            show_envvar=True,
-            metavar="PATH",
-            help="The journal: a SQLite file.",
-        )
-    return click.option("--db", "db", default=None, metavar="PATH", help="The journal (overrides the group's --db).")
-
-
-def _db_path(ctx: click.Context, db: str | None) -> str:
-    """The subcommand's --db if given, else the group's (which falls back to DURABLE_DB, then ./durable.db)."""
-    if db is not None:
-        return db
-    root = ctx.find_root()
-    return str(root.params.get("db") or DEFAULT_DB)
-
-
-def _existing_db(path: str) -> str:
-    """Refuse, without creating anything, a path where no database exists yet."""
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise CliError(
-            f"no database at {path}: the directory {str(p.parent)!r} does not exist; "
-            "point --db or DURABLE_DB at a journal"
-        )
-    if not p.exists():
-        raise CliError(
-            f"no database at {path}; point --db or DURABLE_DB at a journal "
-            f"('durable demo --db {path}' makes one with a sample run)"
-        )
-    if p.is_file() and p.stat().st_size == 0:
-        raise CliError(f"{path} is an empty file, not a durable journal; it was left untouched (pass --db)")
-    return path
-
-
-# -- rendering ------------------------------------------------------------------------------
-
-
-def _clip(text: str, width: int = _PAYLOAD_WIDTH) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def _offset(seconds: float) -> str:
-    """A time offset from the run's start: ``+0.312s``, ``+2m05.1s``, ``+3h02m07s``, ``+1d04h10m``."""
-    if seconds < 60:
-        return f"+{seconds:.3f}s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"+{int(minutes)}m{secs:04.1f}s"
-    hours, minutes = divmod(int(minutes), 60)
-    if hours < 24:
-        return f"+{hours}h{minutes:02d}m{int(secs):02d}s"
-    days, hours = divmod(hours, 24)
-    return f"+{days}d{hours:02d}h{minutes:02d}m"
-
-
-def _when(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def payload_summary(event: ev.Event) -> Text:
-    """What an event carries beyond its columns, in one short line; errors in red."""
-    text, style = _payload(event)
-    return Text(_clip(text), style=style, no_wrap=True, overflow="ellipsis")
-
-
-def _payload(event: ev.Event) -> tuple[str, str]:
-    """(text, style) of an event's payload."""
-    match event:
-        case ev.RunStarted():
-            hash_ = event.definition_hash[:12]
-            return f"{event.workflow} v{event.version} def {hash_} input={_compact(event.input)}", ""
-        case ev.StepScheduled() if event.not_before is not None:
-            return f"not before {event.not_before.isoformat(timespec='milliseconds')}", ""
-        case ev.StepCompleted():
-            return f"output={_compact(event.output)}", ""
-        case ev.StepFailed():
-            then = "final" if event.final else (f"retry at {event.retry_at:%H:%M:%S}" if event.retry_at else "")
-            return f"{event.error.type}: {event.error.message} ({then})", "red"
-        case ev.ForkStarted():
-            return "branches=" + ",".join(event.branches), ""
-        case ev.BranchCompleted():
-            return f"branch={event.branch}", ""
-        case ev.BranchFailed():
-            return f"branch={event.branch} {event.error.type}: {event.error.message}", "red"
-        case ev.RunCompleted():
-            return f"result={_compact(event.result)}", ""
-        case ev.RunFailed():
-            return f"{event.error.type}: {event.error.message}", "red"
-        case ev.RunCancelled():
-            return event.reason, ""
-    return "", ""
-
-
-def history_table(events: Sequence[ev.Event], *, title: str | None = None) -> Table:
-    """The events of one run as a table: seq, time offset from the run's start, type, node, attempt, payload."""
-    start = events[0].ts if events else None
-    caption = f"times are offsets from {_when(start)} UTC" if start else None
-    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD)
-    # Every column but the payload keeps its width; the payload gets what is left and is cut
-    # there with an ellipsis, so one event is one line ('history --json' has everything).
-    table.add_column("seq", justify="right", no_wrap=True)
-    table.add_column("time", justify="right", no_wrap=True)
-    table.add_column("type", no_wrap=True)
-    table.add_column("node", no_wrap=True)
-    table.add_column("att", justify="right", no_wrap=True)
-    table.add_column("payload")
-    for event in events:
-        failed = event.type in ("step_failed", "branch_failed", "run_failed")
-        table.add_row(
-            str(event.seq),
-            _offset((event.ts - start).total_seconds()) if start else "",
-            Text(event.type, style="red" if failed else ("green" if event.type == "run_completed" else "")),
-            Text(getattr(event, "node", None) or ""),
-            str(getattr(event, "attempt", None) or ""),
-            payload_summary(event),
-        )
-    return table
-
-
-def runs_table(runs: Sequence[RunInfo]) -> Table:
-    """The run index as a table, newest first."""
-    table = Table(caption="times are UTC", caption_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("id", overflow="fold")
-    table.add_column("workflow", overflow="fold")
-    table.add_column("version")
-    table.add_column("status")
-    table.add_column("events", justify="right")
-    table.add_column("created", no_wrap=True)
-    table.add_column("updated", no_wrap=True)
-    for r in runs:
-        table.add_row(
-            Text(r.run_id),
-            Text(r.workflow),
-            Text(r.version),
-            Text(r.status, style=_STATUS_STYLE.get(r.status, "")),
-            str(r.last_seq),
-            _when(r.created_at),
-            _when(r.updated_at),
-        )
-    return table
-
-
-def _console() -> Console:
-    # highlight=False: rich would otherwise colour numbers and quotes in ids at random.
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 120  # rich assumes 80 columns for a pipe or a CI log; nothing wraps there
-    return console
-
-
-# -- commands -------------------------------------------------------------------------------
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@_db_option(on_group=True)
+@db_option(on_group=True)
 @click.version_option(package_name="durable", prog_name="durable")
 def cli(db: str) -> None:
-    """Durable workflows in one SQLite file: run the demo, list runs, read a run's history and state."""
+    """Durable workflows in one SQLite file.
+
+    Look at runs (runs, show, history, timeline, state), fork one to resume it with fixed code,
+    move one to another machine (export, import), and check definitions before a deploy.
+    docs/debugging.md walks through them.
+    """
 
 
 @cli.command()
-@_db_option(on_group=False)
+@db_option(on_group=False)
 @click.pass_context
 def demo(ctx: click.Context, db: str | None) -> None:
     """Run a sample checkout in a child process, kill it with SIGKILL mid-run, and resume it.
@@ -265,7 +73,7 @@ def demo(ctx: click.Context, db: str | None) -> None:
     root = ctx.find_root()
     if db is None and root.get_parameter_source("db") is click.core.ParameterSource.COMMANDLINE:
         db = root.params["db"]
-    code = run_async(lambda: demo_module.run_demo(_console(), db), expected=(demo_module.DemoError,))
+    code = run_async(lambda: demo_module.run_demo(make_console(), db), expected=(demo_module.DemoError,))
     ctx.exit(code)
 
 
@@ -280,71 +88,341 @@ def demo_child(db: str, run_id: str, effects: str) -> None:
     run_async(lambda: demo_module.run_child(db, run_id, Path(effects)))
 
 
+# -- runs -----------------------------------------------------------------------------------
+
+
 @cli.command()
-@_db_option(on_group=False)
+@db_option(on_group=False)
 @click.option(
     "--status",
     type=click.Choice(["running", "completed", "failed", "cancelled"], case_sensitive=False),
     help="Only runs with this status.",
 )
 @click.option("--workflow", "-w", metavar="NAME", help="Only runs of this workflow.")
+@click.option("--since", type=Since(), help="Only runs created since WHEN: 2026-11-22T17:30, or 1h, 2d (ago).")
+@click.option(
+    "--sort",
+    type=click.Choice(list(SORT_KEYS)),
+    default="created",
+    show_default=True,
+    help="Order by this field (ties: by creation time).",
+)
+@click.option("--asc/--desc", default=None, help="Direction [default: --desc for times, --asc for names].")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="At most N runs.")
 @click.pass_context
-def runs(ctx: click.Context, db: str | None, status: str | None, workflow: str | None, limit: int) -> None:
-    """List runs, newest first."""
-    path = _existing_db(_db_path(ctx, db))
+def runs(
+    ctx: click.Context,
+    db: str | None,
+    status: str | None,
+    workflow: str | None,
+    since: datetime | None,
+    sort: str,
+    asc: bool | None,
+    limit: int,
+) -> None:
+    """List runs, newest first (or as --sort says)."""
+    path = existing_db(db_path(ctx, db))
 
     async def body() -> list[RunInfo]:
         async with Engine(path) as engine:
-            return await engine.list_runs(status=status, workflow=workflow, limit=limit)
+            return await engine.list_runs(status=status, workflow=workflow)
 
     found = run_async(body)
-    console = _console()
+    if since is not None:
+        found = [r for r in found if r.created_at >= since]
+    ascending = asc if asc is not None else sort in ("status", "workflow")
+    key = SORT_KEYS[sort]
+    # Two stable sorts: by creation time (newest first), then by the field asked for.
+    found.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+    found.sort(key=key, reverse=not ascending)
+    console = make_console()
     if not found:
         what = f"{status} runs" if status else "runs"
         of = f" of workflow {workflow!r}" if workflow else ""
-        hint = "" if status or workflow else f"; 'durable demo --db {path}' adds one to look at"
-        console.print(f"no {what}{of} in {path}{hint}")
+        after = f" created since {since:%Y-%m-%d %H:%M:%S} UTC" if since else ""
+        hint = "" if status or workflow or since else f"; 'durable demo --db {path}' adds one to look at"
+        console.print(f"no {what}{of}{after} in {path}{hint}")
         return
-    console.print(runs_table(found))
-    if len(found) == limit:
-        console.print(f"showing the {limit} newest runs; there may be more (pass --limit)")
+    console.print(runs_table(found[:limit]))
+    if len(found) > limit:
+        console.print(f"showing {limit} of {len(found)} runs; pass --limit to see more")
 
 
-@cli.command()
-@_db_option(on_group=False)
-@click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the events as a JSON array.")
-@click.pass_context
-def history(ctx: click.Context, db: str | None, run_id: str, as_json: bool) -> None:
-    """Show the events of RUN_ID, in order."""
-    path = _existing_db(_db_path(ctx, db))
+# -- one run --------------------------------------------------------------------------------
+
+
+def _read_history(ctx: click.Context, db: str | None, run_id: str) -> list[ev.Event]:
+    path = existing_db(db_path(ctx, db))
 
     async def body() -> list[ev.Event]:
         async with Engine(path) as engine:
             return await engine.history(run_id)
 
-    events = run_async(body)
-    if as_json:
-        click.echo(json.dumps([e.model_dump(mode="json") for e in events], indent=2, ensure_ascii=False))
-        return
-    _console().print(history_table(events, title=f"run {run_id}: {len(events)} events"))
+    return run_async(body)
 
 
 @cli.command()
-@_db_option(on_group=False)
+@db_option(on_group=False)
+@click.argument("run_id")
+@click.option("--node", "nodes", multiple=True, metavar="NODE", help="Only events of this node (repeatable).")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only events of this type (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the events as a JSON array.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="Print the events as JSON, one per line.")
+@click.pass_context
+def history(
+    ctx: click.Context,
+    db: str | None,
+    run_id: str,
+    nodes: tuple[str, ...],
+    types: tuple[str, ...],
+    as_json: bool,
+    as_jsonl: bool,
+) -> None:
+    """Show the events of RUN_ID, in order, with how long each attempt took."""
+    if as_json and as_jsonl:
+        raise click.UsageError("pass --json or --jsonl, not both")
+    unknown = sorted(set(types) - ev.EVENT_TYPES)
+    if unknown:
+        raise CliError(
+            f"unknown event type {', '.join(map(repr, unknown))}; the types are {', '.join(sorted(ev.EVENT_TYPES))}"
+        )
+    events = _read_history(ctx, db, run_id)
+    if nodes:
+        known = {n for e in events if (n := getattr(e, "node", None))} | set(fold(events[:1]).nodes)
+        missing = sorted(set(nodes) - known)
+        if missing:
+            raise CliError(
+                f"run {run_id!r} has no node {', '.join(map(repr, missing))}; its nodes are {', '.join(sorted(known))}"
+            )
+    shown = [e for e in events if (not nodes or getattr(e, "node", None) in nodes) and (not types or e.type in types)]
+    if as_json or as_jsonl:
+        docs = [e.model_dump(mode="json") for e in shown]
+        if as_json:
+            click.echo(json.dumps(docs, indent=2, ensure_ascii=False))
+        for doc in docs if as_jsonl else []:
+            click.echo(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+        return
+    filtered = f", {len(shown)} shown" if nodes or types else ""
+    make_console().print(history_table(events, title=f"run {run_id}: {len(events)} events{filtered}", shown=shown))
+
+
+@cli.command()
+@db_option(on_group=False)
+@click.argument("run_id")
+@click.pass_context
+def show(ctx: click.Context, db: str | None, run_id: str) -> None:
+    """Summarise RUN_ID: status, times, input, result or error with its traceback, and every step."""
+    events = _read_history(ctx, db, run_id)
+    make_console().print(run_summary(run_id, events))
+
+
+@cli.command()
+@db_option(on_group=False)
+@click.argument("run_id")
+@click.pass_context
+def timeline(ctx: click.Context, db: str | None, run_id: str) -> None:
+    """Draw RUN_ID as a Gantt chart: a lane per step, a bar per attempt, scaled to the terminal."""
+    events = _read_history(ctx, db, run_id)
+    console = make_console()
+    console.print(timeline_chart(run_id, events, console.width))
+
+
+@cli.command()
+@db_option(on_group=False)
 @click.argument("run_id")
 @click.option("--at", "at", type=int, metavar="SEQ", help="The state after event SEQ (0: before any event).")
+@click.option("--changes", is_flag=True, help="Print what each event changed (up to SEQ) instead of the state.")
 @click.pass_context
-def state(ctx: click.Context, db: str | None, run_id: str, at: int | None) -> None:
-    """Print the state of RUN_ID (the fold of its events) as JSON."""
-    path = _existing_db(_db_path(ctx, db))
+def state(ctx: click.Context, db: str | None, run_id: str, at: int | None, changes: bool) -> None:
+    """Print the state of RUN_ID (the fold of its events) as JSON, or what each event changed."""
+    path = existing_db(db_path(ctx, db))
+
+    async def body() -> tuple[dict[str, Any], list[ev.Event]]:
+        async with Engine(path) as engine:
+            folded = await engine.state(run_id, at=at)  # checks the run and the seq
+            return folded.to_dict(), (await engine.history(run_id))[: folded.last_seq]
+
+    folded, events = run_async(body)
+    if not changes:
+        click.echo(json.dumps(folded, indent=2, ensure_ascii=False))
+        return
+    if not events:
+        click.echo(f"run {run_id}: no events up to seq 0")
+        return
+    make_console().print(changes_text(replay(events, run_id)), end="")
+
+
+# -- fork, export, import, check ------------------------------------------------------------
+
+
+def _pick_definition(ref: str, workflow_name: str) -> Workflow:
+    found = [w for w in load([ref]) if w.name == workflow_name]
+    if len(found) != 1:
+        what = "no workflow" if not found else f"{len(found)} workflows"
+        raise CliError(f"{ref} holds {what} named {workflow_name!r}; point --definition at exactly one")
+    return found[0]
+
+
+@cli.command()
+@db_option(on_group=False)
+@click.argument("run_id")
+@click.option("--at", "at", type=int, metavar="SEQ", help="Copy the events up to SEQ.")
+@click.option("--from-step", "from_step", metavar="NODE", help="Copy everything before NODE's first event.")
+@click.option("--new-run-id", metavar="ID", help="The new run's id [default: RUN_ID-fork-<random>].")
+@click.option(
+    "--definition",
+    metavar="pkg.module:attr",
+    help="Give the new run this definition (when the fix changed it); the current directory is importable.",
+)
+@click.pass_context
+def fork(
+    ctx: click.Context,
+    db: str | None,
+    run_id: str,
+    at: int | None,
+    from_step: str | None,
+    new_run_id: str | None,
+    definition: str | None,
+) -> None:
+    """Copy the start of RUN_ID into a new run, to resume it with fixed code; print the new id.
+
+    The new run's id goes to stdout (NEW=$(durable fork ...)); how to resume it, to stderr.
+    """
+    if (at is None) == (from_step is None):
+        raise click.UsageError("pass exactly one of --at SEQ and --from-step NODE")
+    if new_run_id is not None and not new_run_id.strip():
+        raise CliError("--new-run-id must not be empty")
+    path = existing_db(db_path(ctx, db))
+
+    async def body() -> tuple[str, ev.RunStarted]:
+        async with Engine(path) as engine:
+            first = (await engine.history(run_id))[0]
+            assert isinstance(first, ev.RunStarted)
+            workflow = _pick_definition(definition, first.workflow) if definition else None
+            new_id = await engine.fork(run_id, at=at, from_step=from_step, new_run_id=new_run_id, workflow=workflow)
+            started = (await engine.history(new_id))[0]
+            assert isinstance(started, ev.RunStarted)
+            return new_id, started
+
+    new_id, started = run_async(body, expected=(CliError,))
+    origin = started.forked_from
+    assert origin is not None
+    click.echo(new_id)
+    before = f" (everything before step {from_step!r})" if from_step else ""
+    workflow = f"{started.workflow!r} v{started.version}, definition {started.definition_hash[:12]}"
+    click.echo(
+        f"forked run {run_id} at seq {origin.seq}{before} into {new_id}; it is unfinished until you resume it "
+        f"with workflow {workflow} from your code:\n"
+        f"  durable.run(workflow, run_id={new_id!r}, db={path!r})\n"
+        f"  or, in async code: await engine.resume({new_id!r}, workflow)",
+        err=True,
+    )
+
+
+@cli.command("export")
+@db_option(on_group=False)
+@click.argument("run_id")
+@click.pass_context
+def export_(ctx: click.Context, db: str | None, run_id: str) -> None:
+    """Print RUN_ID as a JSON document (its events and definition): durable export RUN_ID > run.json."""
+    path = existing_db(db_path(ctx, db))
 
     async def body() -> dict[str, Any]:
         async with Engine(path) as engine:
-            return (await engine.state(run_id, at=at)).to_dict()
+            return await engine.export(run_id)
 
     click.echo(json.dumps(run_async(body), indent=2, ensure_ascii=False))
+
+
+@cli.command("import")
+@db_option(on_group=False)
+@click.argument("file", metavar="FILE", type=click.Path(dir_okay=True, allow_dash=True))
+@click.option("--new-run-id", metavar="ID", help="Import under this id instead of the document's.")
+@click.pass_context
+def import_(ctx: click.Context, db: str | None, file: str, new_run_id: str | None) -> None:
+    """Load a run exported with 'durable export' (FILE, or - for stdin) into the journal."""
+    name = "stdin" if file == "-" else file
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{name} is not JSON ({exc}); make a run document with 'durable export RUN_ID > run.json'"
+        ) from None
+    try:  # validate before the journal is opened, so that a bad file leaves no trace at all
+        doc_run_id, events = parse_document(doc)
+    except InvalidRunDocument as exc:
+        raise CliError(f"{name}: {exc}; nothing was imported") from None
+    if new_run_id is not None and not new_run_id.strip():
+        raise CliError("--new-run-id must not be empty")
+    path = db_path(ctx, db)
+    if not Path(path).parent.is_dir():
+        raise CliError(f"cannot import into {path}: the directory {str(Path(path).parent)!r} does not exist")
+
+    async def body() -> str:
+        async with Engine(path) as engine:
+            try:
+                return await engine.import_run(doc, new_run_id=new_run_id)
+            except RunAlreadyExists:
+                raise CliError(
+                    f"a run with id {new_run_id or doc_run_id!r} already exists in {path}; nothing was imported "
+                    "(pass --new-run-id ID to import it under another id)"
+                ) from None
+
+    run_id = run_async(body, expected=(CliError,))
+    first = events[0]
+    assert isinstance(first, ev.RunStarted)
+    click.echo(
+        f"imported run {run_id} ({first.workflow} v{first.version}, {len(events)} events) into {path}; "
+        f"look at it with: durable --db {path} show {run_id}"
+    )
+
+
+@cli.command()
+@db_option(on_group=False)
+@click.option(
+    "--workflows",
+    "refs",
+    multiple=True,
+    required=True,
+    metavar="pkg.module:attr",
+    help="Definitions to check against: a Workflow, or a list/tuple/dict of them (repeatable).",
+)
+@click.pass_context
+def check(ctx: click.Context, db: str | None, refs: tuple[str, ...]) -> None:
+    """Check that every unfinished run can be resumed by these definitions (before you deploy them).
+
+    Exit status 0 if they all can, 1 if some cannot (each is listed with what changed).
+    """
+    path = existing_db(db_path(ctx, db))
+    workflows = load(refs)
+
+    async def body() -> tuple[int, list[Any]]:
+        async with Engine(path) as engine:
+            unfinished = await engine.list_runs(status="running")
+            return len(unfinished), await engine.check_compatibility(workflows)
+
+    total, bad = run_async(body)
+    names = ", ".join(f"{w.name} v{w.version} ({w.definition_hash[:12]})" for w in workflows)
+    if not bad:
+        if total == 0:
+            click.echo(f"OK: no unfinished runs in {path}")
+        else:
+            click.echo(f"OK: all {total} unfinished runs in {path} can be resumed by {names}")
+        return
+    lines = [f"{len(bad)} of {total} unfinished runs in {path} cannot be resumed by {names}:"]
+    for item in bad:
+        lines.append(f"  {item.run_id}  {item.workflow} v{item.version} ({item.definition_hash[:12]})")
+        lines += [f"    - {change}" for change in item.changes]
+    lines.append(
+        "Deploy the old definitions next to the new ones (pass both to engine.recover), "
+        "or let these runs finish before you deploy."
+    )
+    click.echo("\n".join(lines))
+    ctx.exit(1)
 
 
 def main() -> None:

@@ -1,0 +1,172 @@
+"""Plumbing of the command line: errors as one line, the event loop, the --db option, the console.
+
+Every command in :mod:`durable.cli` goes through these, so that every refusal looks the same
+(``error: ...`` on stderr, exit status 1) and no command creates a database by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import click
+from rich.console import Console
+
+from . import events as ev
+from ._loading import load_workflows
+from .definition import Workflow
+from .errors import DurableError
+from .journal import RunInfo
+
+__all__ = [
+    "DEFAULT_DB",
+    "SORT_KEYS",
+    "CliError",
+    "Since",
+    "make_console",
+    "db_option",
+    "db_path",
+    "existing_db",
+    "load",
+    "one_line",
+    "run_async",
+]
+
+T = TypeVar("T")
+
+DEFAULT_DB = "durable.db"
+
+
+class CliError(click.ClickException):
+    """A failure the user can act on: printed as one ``error: ...`` line, exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def one_line(message: str) -> str:
+    """Fold a multi-line message (a definition mismatch lists its changes) into one line."""
+    lines = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()]
+    return "; ".join(lines)
+
+
+def _leaf(exc: BaseException, kinds: tuple[type[Exception], ...]) -> BaseException | None:
+    """The exception of one of ``kinds`` in ``exc`` (which may be an exception group), if any."""
+    if isinstance(exc, kinds):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _leaf(inner, kinds)
+            if found is not None:
+                return found
+    return None
+
+
+def run_async(fn: Callable[[], Awaitable[T]], *, expected: tuple[type[Exception], ...] = ()) -> T:
+    """Run ``fn`` on a fresh event loop; a ``DurableError`` (or one of ``expected``) becomes a :class:`CliError`."""
+    try:
+        return anyio.run(fn)
+    except BaseException as exc:
+        leaf = _leaf(exc, (DurableError, *expected))
+        if leaf is None:
+            raise
+        raise CliError(one_line(str(leaf))) from None
+
+
+# -- the --db option ------------------------------------------------------------------------
+
+
+def db_option(*, on_group: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    if on_group:
+        return click.option(
+            "--db",
+            envvar="DURABLE_DB",
+            default=DEFAULT_DB,
+            show_default=True,
+            show_envvar=True,
+            metavar="PATH",
+            help="The journal: a SQLite file.",
+        )
+    return click.option("--db", "db", default=None, metavar="PATH", help="The journal (overrides the group's --db).")
+
+
+def db_path(ctx: click.Context, db: str | None) -> str:
+    """The subcommand's --db if given, else the group's (which falls back to DURABLE_DB, then ./durable.db)."""
+    if db is not None:
+        return db
+    root = ctx.find_root()
+    return str(root.params.get("db") or DEFAULT_DB)
+
+
+def existing_db(path: str) -> str:
+    """Refuse, without creating anything, a path where no database exists yet."""
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise CliError(
+            f"no database at {path}: the directory {str(p.parent)!r} does not exist; "
+            "point --db or DURABLE_DB at a journal"
+        )
+    if not p.exists():
+        raise CliError(
+            f"no database at {path}; point --db or DURABLE_DB at a journal "
+            f"('durable demo --db {path}' makes one with a sample run)"
+        )
+    if p.is_file() and p.stat().st_size == 0:
+        raise CliError(f"{path} is an empty file, not a durable journal; it was left untouched (pass --db)")
+    return path
+
+
+def make_console() -> Console:
+    # highlight=False: rich would otherwise colour numbers and quotes in ids at random.
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120  # rich assumes 80 columns for a pipe or a CI log; nothing wraps there
+    return console
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+SORT_KEYS: dict[str, Callable[[RunInfo], Any]] = {
+    "created": lambda r: r.created_at,
+    "updated": lambda r: r.updated_at,
+    "status": lambda r: r.status,
+    "workflow": lambda r: r.workflow,
+}
+
+
+class Since(click.ParamType):  # type: ignore[type-arg]  # generic in click 8.2+ only
+    """``--since``: an ISO date or time (UTC unless it says otherwise), or a duration back from now."""
+
+    name = "WHEN"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
+        if match:
+            return ev.utcnow() - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+        try:
+            ts = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"{text!r} is neither a date or time (2026-11-22, 2026-11-22T17:30, UTC unless an offset is given) "
+                "nor a duration back from now (30m, 1h, 2d, 1w)",
+                param,
+                ctx,
+            )
+        return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def load(refs: Sequence[str]) -> list[Workflow]:
+    """Import the workflows that ``pkg.module:attr`` references name; a failure is a :class:`CliError`."""
+    try:
+        return load_workflows(refs)
+    except DurableError as exc:
+        raise CliError(one_line(str(exc))) from None
