@@ -428,3 +428,4 @@ def check(ctx: click.Context, db: str | None, refs: tuple[str, ...]) -> None:
 def main() -> None:
     """Entry point of the ``durable`` command and of ``python -m durable``."""
     cli.main(prog_name="durable")
+from . import _cli_workers  # noqa: E402,F401  (registers worker/submit/wait)
