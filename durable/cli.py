@@ -429,3 +429,4 @@ def main() -> None:
     """Entry point of the ``durable`` command and of ``python -m durable``."""
     cli.main(prog_name="durable")
 from . import _cli_workers  # noqa: E402,F401  (registers worker/submit/wait)
+from . import _cli_control  # noqa: E402,F401  (registers signal/cancel/pause/unpause)
