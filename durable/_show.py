@@ -19,7 +19,7 @@ from . import events as ev
 from ._render import STATUS_STYLE, Entry, attempts, clip, compact, duration, offset, structure, when
 from .fold import RunState, fold
 
-__all__ = ["run_summary"]
+__all__ = ["failure_traceback", "run_summary"]
 
 _VALUE_WIDTH = 300  # input and result; `durable state` has them whole
 _MANY = 12  # more iterations or items than this: the first and last few, and how many between
@@ -121,10 +121,11 @@ def _nodes_table(state: RunState, start: datetime) -> Table:
     table.add_column("failures", justify="right", no_wrap=True, min_width=8)
     table.add_column("started", justify="right", no_wrap=True, min_width=8)
     table.add_column("took", justify="right", no_wrap=True, min_width=6)
-    table.add_column("note", no_wrap=True, overflow="ellipsis")
+    table.add_column("note")  # the one column that gives way on a narrow terminal
     for label, entry, node_id in _rows(structure(state.definition or {}, state)):
         if entry.kind == "branch":
-            table.add_row(Text(label, style="bold"), _branch_status(state, label, entry), "", "", "", "", entry.note)
+            status = _branch_status(state, entry)
+            table.add_row(Text(label, style="bold"), status, "", "", "", "", _cut(entry.note))
         elif node_id is None:
             table.add_row(Text(label, style="dim" if "more" in label else ""), "", "", "", "", "", "")
         else:
@@ -132,7 +133,11 @@ def _nodes_table(state: RunState, start: datetime) -> Table:
     return table
 
 
-def _branch_status(state: RunState, label: str, entry: Entry) -> Text:
+def _cut(text: str) -> Text:
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
+def _branch_status(state: RunState, entry: Entry) -> Text:
     """A fork's branch keeps its status on the fork; a route's, on whether it was taken."""
     name = entry.label
     for n in state.nodes.values():
@@ -144,7 +149,7 @@ def _branch_status(state: RunState, label: str, entry: Entry) -> Text:
 def _node_cells(label: str, state: RunState, node_id: str, start: datetime, note: str) -> list[Any]:
     n = state.nodes.get(node_id)
     if n is None:
-        return [label, _status("not_started"), "", "", "", "", note]
+        return [label, _status("not_started"), "", "", "", "", _cut(note)]
     is_step = n.attempt > 0
     began = offset((n.started_at - start).total_seconds()) if n.started_at else ""
     took = duration((n.finished_at - n.started_at).total_seconds()) if n.finished_at and n.started_at else ""
@@ -155,7 +160,7 @@ def _node_cells(label: str, state: RunState, node_id: str, start: datetime, note
         Text(str(n.failures), style="red" if n.failures else "") if is_step else "",
         began,
         took,
-        note,
+        _cut(note),
     ]
 
 
@@ -167,22 +172,27 @@ def _troubles(events: Sequence[ev.Event], start: datetime) -> Table | None:
         return None
     finished = events[-1].type in ev.TERMINAL_TYPES
     table = Table(box=box.SIMPLE_HEAD, title="attempts that failed or did not finish", title_justify="left")
-    table.add_column("node", no_wrap=True)
-    table.add_column("att", justify="right", no_wrap=True)
-    table.add_column("at", justify="right", no_wrap=True)
-    table.add_column("what happened", overflow="ellipsis", no_wrap=True)
+    # Only the last column gives way on a narrow terminal: the others say which attempt it was.
+    table.add_column("node", no_wrap=True, min_width=min(40, max(len(a.node) for a in rows)))
+    table.add_column("att", justify="right", no_wrap=True, min_width=3)
+    table.add_column("at", justify="right", no_wrap=True, min_width=8)
+    table.add_column("then", no_wrap=True, min_width=11)
+    table.add_column("what happened")  # its cells are one line each, cut with an ellipsis
     for a in rows:
         failed = errors.get((a.node, a.attempt))
         if failed is not None:
-            then = "final" if failed.final else "retried"
-            what = Text(clip(f"{failed.error.type}: {failed.error.message} ({then})"), style="red")
+            then = "failed" if failed.final else "retried"
+            text, style = clip(f"{failed.error.type}: {failed.error.message}"), "red"
         elif a.end < max(e.ts for e in events if getattr(e, "node", None) == a.node):
-            what = Text("no ending event: its process stopped (a crash or a shutdown); the step ran again", "yellow")
+            then, style = "ran again", "yellow"
+            text = "no ending event: its process stopped (a crash, a shutdown) and a later one ran it again"
         elif finished:
-            what = Text("no ending event: cut short when the run ended", "yellow")
+            then, text, style = "cut short", "no ending event: the run ended first", "yellow"
         else:
-            what = Text("no ending event yet: in flight, or its process stopped; resume the run", "yellow")
-        table.add_row(a.node, str(a.attempt), offset((a.end - start).total_seconds()), what)
+            then, style = "in flight?", "yellow"
+            text = "no ending event yet: it is running, or its process stopped (resume the run)"
+        what = Text(text, style=style, no_wrap=True, overflow="ellipsis")
+        table.add_row(a.node, str(a.attempt), offset((a.end - start).total_seconds()), Text(then, style=style), what)
     return table
 
 
@@ -204,5 +214,12 @@ def run_summary(run_id: str, events: Sequence[ev.Event]) -> RenderableType:
     if state.error is not None and state.error.traceback:
         parts.append(Text())
         parts.append(Text(f"traceback of the failure (as recorded at seq {state.last_seq}):", style="bold"))
-        parts.append(Text(state.error.traceback.rstrip("\n"), style="red"))
     return Group(*parts)
+
+
+def failure_traceback(run_id: str, events: Sequence[ev.Event]) -> Text | None:
+    """The traceback of the run's failure, as the journal recorded it (print it with ``soft_wrap``: never cut)."""
+    error = fold(events, run_id).error
+    if error is None or not error.traceback:
+        return None
+    return Text(error.traceback.rstrip("\n"), style="red")

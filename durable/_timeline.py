@@ -43,7 +43,6 @@ _PRIORITY = {"gap": 0, "wait": 1, "fork": 2, "completed": 3, "interrupted": 4, "
 _GAP_CELLS = 3
 _GAP_SHARE = 0.2  # idle stretches longer than this share of the run are drawn as a break
 _LABEL_MAX = 32
-_RIGHT = 16  # the column after the bars: time taken and attempts
 
 
 # -- the time axis --------------------------------------------------------------------------
@@ -223,22 +222,23 @@ def _axis_rows(axis: _Axis, indent: int) -> list[Text]:
     return [Text(pad + "".join(line), style="dim"), Text(pad + "".join(label_row).rstrip(), style="dim")]
 
 
-def _legend() -> Text:
-    text = Text("legend: ")
+def _legend(width: int) -> list[Text]:
+    """What the glyphs mean, on as many lines as the width needs."""
+    lines = [Text("legend:")]
     for kind, what in (
         ("completed", "attempt completed"),
         ("failed", "attempt failed"),
         ("interrupted", "attempt interrupted or in flight"),
         ("wait", "waiting to retry"),
-        ("fork", "fork, route, loop, map, child run, sleep or wait, start to end"),
+        ("fork", "fork, route, loop, map, child run, sleep or wait"),
         ("gap", "no step running (not to scale)"),
     ):
-        if kind == "fork":
-            text.append("\n        ")
-        text.append(GLYPHS[kind], style=_STYLES[kind])
-        text.append(f" {what}  ")
-    text.rstrip()
-    return text
+        item = Text.assemble((GLYPHS[kind], _STYLES[kind]), f" {what}")
+        if len(lines[-1]) + 2 + len(item) > width:
+            lines.append(Text("       "))
+        lines[-1].append("  ")
+        lines[-1].append_text(item)
+    return lines
 
 
 def timeline(run_id: str, events: Sequence[ev.Event], width: int) -> RenderableType:
@@ -257,35 +257,46 @@ def timeline(run_id: str, events: Sequence[ev.Event], width: int) -> RenderableT
     # a retry's wait is part of the run up to its retry time; a process down after that is not
     busy += [(sec(a.end), sec(min(a.retry_at, _next_start(tries, a)))) for a in tries if a.retry_at is not None]
     points = [sec(e.ts) for e in events]
-    label_w = min(_LABEL_MAX, max((len(label) for label, _, _ in lanes), default=4))
-    bars_w = max(20, width - label_w - _RIGHT - 4)
+
+    drawn: list[tuple[str, str, list[Attempt], tuple[datetime, datetime] | None, str]] = []
+    for label, node_ids, kind in lanes:
+        mine = [t for t in tries if t.node in node_ids]
+        span = spans.get(node_ids[0]) if kind == "span" and node_ids else None
+        if span is not None:
+            # a loop journals nothing before its first iteration ends: its span starts with its steps
+            span = (min([span[0], *(t.start for t in mine)]), span[1])
+            right = duration((span[1] - span[0]).total_seconds())
+        elif kind == "span":
+            right = "not_started"
+        elif mine:
+            right = duration((mine[-1].end - mine[0].start).total_seconds())
+            right += f" x{len(mine)}" if len(mine) > 1 else ""
+        elif kind == "step":
+            right = state.nodes[node_ids[0]].status if node_ids[0] in state.nodes else "not_started"
+        else:
+            right = ""
+        drawn.append((label, kind, mine, span, right))
+
+    label_w = min(_LABEL_MAX, max((len(label) for label, *_ in drawn), default=4))
+    right_w = max((len(right) for *_, right in drawn), default=0)
+    bars_w = max(20, width - label_w - right_w - 4)  # label, space, bars between two rules, space, right
     axis = _Axis(busy, points, bars_w)
 
     rows: list[RenderableType] = [_title(run_id, state, events, t0)]
-    for label, node_ids, kind in lanes:
+    for label, kind, mine, span, right in drawn:
         row: list[str | None] = [None] * axis.width
         for seg in axis.segments:
             if seg.gap:
                 row[seg.x : seg.x + seg.width] = ["gap"] * seg.width
-        right = ""
-        mine = [t for t in tries if t.node in node_ids]
-        if kind == "span" and node_ids[0] in spans:
-            began, ended = spans[node_ids[0]]
-            # a loop journals nothing before its first iteration ends: its span starts with its steps
-            began = min([began, *(t.start for t in mine)])
-            _paint(row, axis, sec(began), sec(ended), "fork")
-            right = duration((ended - began).total_seconds())
-        elif mine:
+        if span is not None:
+            _paint(row, axis, sec(span[0]), sec(span[1]), "fork")
+        elif kind == "step":
             for t in mine:
                 if t.retry_at is not None:
                     # dotted up to the next attempt's start: it waited for its retry time, then for a worker
                     _paint(row, axis, sec(t.end), sec(max(t.end, _next_start(tries, t))), "wait")
             for t in mine:
                 _paint(row, axis, sec(t.start), sec(t.end), t.outcome)
-            right = duration((mine[-1].end - mine[0].start).total_seconds())
-            right += f" x{len(mine)}" if len(mine) > 1 else ""
-        elif kind == "step":
-            right = state.nodes[node_ids[0]].status if node_ids[0] in state.nodes else "not_started"
         line = Text(no_wrap=True, overflow="crop")
         line.append(f"{_fit(label, label_w):<{label_w}} ", style="dim" if right == "not_started" else "")
         line.append("│", style="dim")
@@ -294,7 +305,7 @@ def timeline(run_id: str, events: Sequence[ev.Event], width: int) -> RenderableT
         line.append(right, style=STATUS_STYLE.get(right, ""))
         rows.append(line)
     rows.extend(_axis_rows(axis, label_w + 2))
-    rows.append(_legend())
+    rows.extend(_legend(width))
     if axis.gaps:
         breaks = ", ".join(duration(b - a) for a, b in axis.gaps)
         rows.append(Text(f"{GLYPHS['gap']}: stretches with no step running, drawn narrow: {breaks}", style="dim"))

@@ -33,7 +33,7 @@ from ._cli_support import (
     run_async,
 )
 from ._render import changes_text, history_table, runs_table
-from ._show import run_summary
+from ._show import failure_traceback, run_summary
 from ._timeline import timeline as timeline_chart
 from .definition import Workflow
 from .engine import Engine
@@ -213,7 +213,11 @@ def history(
 def show(ctx: click.Context, db: str | None, run_id: str) -> None:
     """Summarise RUN_ID: status, times, input, result or error with its traceback, and every step."""
     events = _read_history(ctx, db, run_id)
-    make_console().print(run_summary(run_id, events))
+    console = make_console()
+    console.print(run_summary(run_id, events))
+    trace = failure_traceback(run_id, events)
+    if trace is not None:
+        console.print(trace, soft_wrap=True)  # whole lines: it is copied into editors and bug reports
 
 
 @cli.command()
@@ -411,7 +415,8 @@ def check(ctx: click.Context, db: str | None, refs: tuple[str, ...]) -> None:
         if total == 0:
             click.echo(f"OK: no unfinished runs in {path}")
         else:
-            click.echo(f"OK: all {total} unfinished runs in {path} can be resumed by {names}")
+            runs = "the one unfinished run" if total == 1 else f"all {total} unfinished runs"
+            click.echo(f"OK: {runs} in {path} can be resumed by {names}")
         return
     lines = [f"{len(bad)} of {total} unfinished runs in {path} cannot be resumed by {names}:"]
     for item in bad:
@@ -428,5 +433,7 @@ def check(ctx: click.Context, db: str | None, refs: tuple[str, ...]) -> None:
 def main() -> None:
     """Entry point of the ``durable`` command and of ``python -m durable``."""
     cli.main(prog_name="durable")
-from . import _cli_workers  # noqa: E402,F401  (registers worker/submit/wait)
-from . import _cli_control  # noqa: E402,F401  (registers signal/cancel/pause/unpause)
+
+
+# Last, because they register their commands on `cli`: signal/cancel/pause/unpause, worker/submit/wait.
+from . import _cli_control, _cli_workers  # noqa: E402, F401
