@@ -52,8 +52,15 @@ def test_demo_survives_a_kill_at_every_commit_boundary_and_at_random_moments(tmp
 
 def test_a_run_that_fails_for_good_fails_the_same_way_after_any_kill(tmp_path: Path) -> None:
     report = sweep_sigkill(
-        "sweep_workflows:failing", 4, db_dir=tmp_path, commit_boundaries=not SLOW, random_kills=3, workers=WORKERS
+        "sweep_workflows:failing",
+        4,
+        db_dir=tmp_path,
+        commit_boundaries=not SLOW,
+        random_kills=20 if SLOW else 3,
+        workers=WORKERS,
     )
+    if SLOW:
+        print(f"\n{report.summary()}")
     assert (report.result, report.error) == (None, "ValueError: refuse")
     assert report.kills >= 10
     assert report.violations == []
