@@ -41,7 +41,8 @@ _STYLES = {
 }
 _PRIORITY = {"gap": 0, "wait": 1, "fork": 2, "completed": 3, "interrupted": 4, "failed": 5}  # who wins a shared cell
 _GAP_CELLS = 3
-_GAP_SHARE = 0.2  # idle stretches longer than this share of the run are drawn as a break
+_GAP_SHARE = 0.2  # idle stretches longer than this share of the run (and than _GAP_MIN) are drawn as a break
+_GAP_MIN = 0.5  # seconds: shorter pauses (a run waiting for its first step, say) are real time worth seeing
 _LABEL_MAX = 32
 
 
@@ -66,19 +67,27 @@ class _Axis:
         gaps = gaps[: max(0, (width // 2) // (_GAP_CELLS + 1))]  # never more breaks than fit
         drawn = total - sum(b - a for a, b in gaps)
         cells = max(1, width - _GAP_CELLS * len(gaps))
-        self.segments: list[_Segment] = []
-        x, cursor = 0, 0.0
+        parts: list[tuple[float, float, bool]] = []  # (start, end, is a break)
+        cursor = 0.0
         for a, b in [*gaps, (total, total)]:
             # the sentinel (total, total) closes with a time segment, even an empty one after a break
-            if a > cursor or not self.segments or self.segments[-1].gap:
-                share = (a - cursor) / drawn if drawn > 0 else 1.0
-                w = max(1, round(share * cells))
-                self.segments.append(_Segment(cursor, a, x, w, False))
-                x += w
+            if a > cursor or not parts or parts[-1][2]:
+                parts.append((cursor, a, False))
             if b > a:
-                self.segments.append(_Segment(a, b, x, _GAP_CELLS, True))
-                x += _GAP_CELLS
+                parts.append((a, b, True))
             cursor = b
+        widths = [
+            _GAP_CELLS if gap else max(1, round(((end - start) / drawn if drawn > 0 else 1.0) * cells))
+            for start, end, gap in parts
+        ]
+        # rounding (and the one cell an empty stretch gets) must not make the chart wider than asked
+        widest = max((i for i, (_, _, gap) in enumerate(parts) if not gap), key=lambda i: widths[i])
+        widths[widest] = max(1, widths[widest] + width - sum(widths))
+        self.segments: list[_Segment] = []
+        x = 0
+        for (start, end, gap), w in zip(parts, widths, strict=True):
+            self.segments.append(_Segment(start, end, x, w, gap))
+            x += w
         self.width = x
         self.gaps = [(s.start, s.end) for s in self.segments if s.gap]
 
@@ -99,11 +108,11 @@ class _Axis:
 
 
 def _idle_gaps(busy: list[tuple[float, float]], points: list[float], total: float) -> list[tuple[float, float]]:
-    """Stretches between two events in which no attempt ran and no retry waited, longer than a share of the run."""
+    """Stretches between two events in which no attempt ran and no retry waited, long enough to hide the rest."""
     gaps = []
     marks = sorted(set(points))
     for a, b in pairwise(marks):
-        if b - a <= _GAP_SHARE * total:
+        if b - a <= max(_GAP_SHARE * total, _GAP_MIN):
             continue
         if any(s < b and e > a for s, e in busy):
             continue

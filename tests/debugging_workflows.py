@@ -29,7 +29,7 @@ import durable
 from durable import Engine, RetryPolicy, Workflow, step
 
 MODE = {"explode": True, "block": True, "flaky_failures": 0}
-PAUSE_BEFORE_RESUME = 0.6  # seconds between the crash and the resume: an idle stretch for the timeline
+PAUSE_BEFORE_RESUME = 1.0  # seconds between the crash and the resume: an idle stretch the timeline squeezes (> 0.5s)
 
 
 @step

@@ -367,6 +367,21 @@ def test_timeline_of_the_language(db: str) -> None:
         assert "─" in lanes[label], label
 
 
+ALL_RUNS = ["done-1", "retry-1", "bad-1", "bad-1-fixed", "crash-1", "bad-1-later", "lang-1", "lang-1/kid", "cancel-1"]
+
+
+@pytest.mark.parametrize("columns", ["60", "80", "120", "200"])
+def test_timeline_and_show_fit_the_width(db: str, columns: str) -> None:
+    for run_id in ALL_RUNS:
+        chart = ok("--db", db, "timeline", run_id, env={"COLUMNS": columns})
+        assert max(len(line) for line in chart.splitlines()) <= int(columns), (run_id, chart)
+        bars = [line.split("│")[1] for line in chart.splitlines() if line.count("│") == 2]
+        assert bars and len({len(b) for b in bars}) == 1, run_id
+        summary = ok("--db", db, "show", run_id, env={"COLUMNS": columns})
+        before_traceback = summary.split("traceback of the failure")[0]
+        assert max(len(line) for line in before_traceback.splitlines()) <= int(columns), (run_id, summary)
+
+
 # -- state --changes ------------------------------------------------------------------------
 
 
