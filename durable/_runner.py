@@ -206,6 +206,9 @@ async def _run_fork(run: LiveRun, node: ForkNode, value: Any) -> Any:
                 tg.cancel_scope.cancel()
             return
         run.record(ev.BranchCompleted, node=node.id, branch=branch.name)
+        # Commit now: nothing else of this lane follows, and a sibling may run for hours; a
+        # crash meanwhile must not lose this branch's last completion (and so re-run it).
+        await run.commit()
 
     async with anyio.create_task_group() as tg:
         for i in range(len(node.branches)):
@@ -412,6 +415,7 @@ async def _run_map(run: LiveRun, node: MapNode, value: Any) -> Any:
         async with limiter:
             try:
                 await _run_step(run, node.step, f"{node.id}[{i}]", items[i])
+                await run.commit()  # as for a fork's branch: the item's completion is durable now
             except StepFailedForGood as failed:
                 if not failures:
                     failures.append(failed)

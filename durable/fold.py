@@ -39,6 +39,7 @@ class NodeState:
     kind: str = "step"
     status: str = PENDING
     attempt: int = 0  # the highest attempt number started
+    scheduled: int = 0  # the highest attempt number scheduled
     failures: int = 0  # failed attempts (crashes are not failures: they leave no step_failed)
     output: Any = None
     error: ev.ErrorInfo | None = None
@@ -115,6 +116,7 @@ class RunState:
             case ev.StepScheduled():
                 n = self._node(event.node)
                 n.status = PENDING if n.failures == 0 else RETRYING
+                n.scheduled = max(n.scheduled, event.attempt)
                 n.not_before = event.not_before
                 n.scheduled_at = n.scheduled_at or event.ts
             case ev.StepStarted():
