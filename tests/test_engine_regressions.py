@@ -55,7 +55,7 @@ async def test_a_steps_own_timeout_error_is_not_reported_as_step_timeout(tmp_pat
         history = await engine.history("r")
     assert isinstance(caught.value.__cause__, TimeoutError)
     assert not isinstance(caught.value.__cause__, StepTimeout)
-    failed = [e for e in history if e.type == "step_failed"][0]
+    failed = next(e for e in history if e.type == "step_failed")
     assert (failed.error.type, failed.error.message) == ("TimeoutError", "upstream read timed out")
 
 

@@ -1,4 +1,5 @@
 """Regression: a finished branch is committed while its sibling still runs (was lost at a crash and re-run)."""
+
 from pathlib import Path
 
 import anyio
