@@ -262,7 +262,8 @@ def sweep_sigkill(
     """Kill a real process running ``workflow_ref`` at every journal statement, resume it, check it.
 
     First a child process runs the workflow without faults: its result, and ``N``, the number
-    of SQL statements it executes on the journal's writer connection. Then, for each ``k``
+    of SQL statements it executes on the journal's writer connection once the engine is open
+    (creating the schema comes before; only random kills reach it). Then, for each ``k``
     (1 to ``N`` by default), a fresh child runs the workflow on a fresh database and kills
     itself with ``SIGKILL`` as its ``k``-th statement begins; after each ``random_kills``
     child is killed by the parent at a random moment 0 to ``T`` after its start (``T`` the
