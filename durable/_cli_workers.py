@@ -18,6 +18,8 @@ from typing import Any
 
 import anyio
 import click
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
 
 from ._cli_support import CliError, db_option, db_path, existing_db, load, run_async
 from ._runner import LiveRun
@@ -152,13 +154,13 @@ def worker(
         drain_timeout=drain_timeout,
     )
     _log_to_stderr()
-    if verbose:
-        names = ", ".join(f"{wf.name} v{wf.version}" for wf in workflows)
-        click.echo(f"worker {w.owner} on {path}: {names}; concurrency {concurrency}, lease {lease_ttl:g}s")
 
     async def body() -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signals, w, tg.cancel_scope, verbose)
+            await tg.start(_stop_on_signals, w, tg.cancel_scope, verbose)
+            if verbose:  # printed once SIGTERM is handled: from here on, it drains
+                names = ", ".join(f"{wf.name} v{wf.version}" for wf in workflows)
+                click.echo(f"worker {w.owner} on {path}: {names}; concurrency {concurrency}, lease {lease_ttl:g}s")
             await w.run()
             tg.cancel_scope.cancel()
 
@@ -169,9 +171,12 @@ def worker(
     )
 
 
-async def _stop_on_signals(w: Worker, scope: anyio.CancelScope, verbose: bool) -> None:
+async def _stop_on_signals(
+    w: Worker, scope: anyio.CancelScope, verbose: bool, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
+) -> None:
     draining = False
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             if not draining:

@@ -48,7 +48,7 @@ def read_log(path: str | os.PathLike[str]) -> list[tuple[str, str, int, int]]:
 
 # -- the chaos workflow: a fork, a sleep, a few steps -------------------------------------------
 
-STEP_PAUSE = 0.05  # long enough for kills to land mid-step, short enough for 40 runs in seconds
+STEP_PAUSE = 0.1  # long enough for kills to land mid-step, short enough for 40 runs in seconds
 
 
 @step
