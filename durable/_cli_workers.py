@@ -25,7 +25,7 @@ from ._cli_support import CliError, db_option, db_path, existing_db, load, run_a
 from ._runner import LiveRun
 from .cli import cli
 from .engine import Engine
-from .errors import LeaseLost, RunCancelled, RunFailed
+from .errors import JournalError, LeaseLost, RunCancelled, RunFailed
 from .journal import Claim
 from .worker import Worker
 
@@ -52,19 +52,22 @@ class _TalkingWorker(Worker):
 
 
 def _outcome(run: LiveRun) -> str:
-    if run.finished.is_set():
-        if run.error is None:
-            return "completed"
-        if isinstance(run.error, RunFailed | RunCancelled):
-            return "failed" if isinstance(run.error, RunFailed) else "cancelled"
-        if isinstance(run.error, LeaseLost):
-            return "lost the lease of"
-        return f"stopped ({type(run.error).__name__})"
+    error = run.error
+    if run.finished.is_set() and error is None:
+        return "completed"
+    if isinstance(error, RunFailed):
+        return "failed"
+    if isinstance(error, RunCancelled):
+        return "cancelled"
+    if isinstance(error, LeaseLost):
+        return "lost the lease of"
+    if isinstance(error, JournalError):  # a conflict or a storage failure: the run stopped, nothing half written
+        return f"stopped ({type(error).__name__})"
     if run.parked is not None:
         if run.parked.signal is not None:
             return f"parked (waiting for signal {run.parked.signal!r})"
         return f"parked (until {run.parked.until:%H:%M:%S})" if run.parked.until else "parked (paused)"
-    return "stopped"
+    return "stopped"  # by stop() after the drain timeout, or a second signal: handed back
 
 
 def _caps(values: tuple[str, ...]) -> dict[str, int]:

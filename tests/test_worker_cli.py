@@ -195,3 +195,37 @@ def test_the_worker_process_drains_on_sigterm_and_exits_0(tmp_path: Path) -> Non
     assert lines[4].endswith("stopped: 1 claimed, 1 finished, 0 failed for too many takeovers")
     assert "Traceback" not in err
     assert [(r, n, a) for r, n, a, _ in ww.read_log(log)] == [("s", "slow_first_attempt", 1)]
+
+
+def test_a_second_sigterm_stops_at_once_and_hands_the_run_back(tmp_path: Path) -> None:
+    db, log, out = tmp_path / "w.db", tmp_path / "effects.log", tmp_path / "worker.out"
+    submitted = invoke(
+        "--db", str(db), "submit", "--workflows", "worker_workflows:slow", "--input", "60", "--run-id", "s"
+    )
+    assert submitted.exit_code == 0
+    command = [sys.executable, "-m", "durable", "--db", str(db), "worker", "--workflows", "worker_workflows:slow"]
+    options = ["--lease-ttl", "60", "--drain-timeout", "60", "-v"]  # only a release can free the run in time
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen(
+            [*command, *options], env=child_env(log), stdout=stdout, stderr=subprocess.PIPE, text=True
+        )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while status_of(db, "s")[1] == 0:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # drain: the step would take a minute ...
+        while "draining" not in out.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # ... so stop now
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "SIGTERM again: stopping without draining" in err
+    assert out.read_text().splitlines()[-2] == "stopped s"
+    run = ww.read_journal(db)["s"]
+    assert (run["status"], run["lease_owner"], run["takeovers"]) == ("running", None, 0)  # handed back at once
