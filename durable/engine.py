@@ -247,6 +247,8 @@ class Engine:
         """
         workflow = _check_workflow(workflow)
         run_id = run_id if run_id is not None else uuid.uuid4().hex
+        if not isinstance(run_id, str) or not run_id:
+            raise DurableError(f"run_id={run_id!r}: a run id is a non-empty string")
         run = self._new_live(workflow, RunState(run_id=run_id))
         run.record(
             ev.RunStarted,
@@ -556,6 +558,13 @@ class Engine:
             handle = await self.start(workflow, value, run_id=child_id, _parent=parent)
         try:
             await handle.result()
+        except anyio.get_cancelled_exc_class():
+            # The parent stopped (a lost lease, a cancel, shutdown): its child stops with it, as
+            # a crash would stop it; whoever resumes the parent resumes the child.
+            child = self._live.get(child_id)
+            if child is not None and child.scope is not None:
+                child.scope.cancel()
+            raise
         except (RunFailed, RunCancelled):
             state = await self.state(child_id)
             error = state.error or ev.ErrorInfo(type="RunCancelled", message=f"child run {child_id!r} was cancelled")

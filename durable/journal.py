@@ -62,6 +62,7 @@ class RunInfo:
     lease_token: int = 0
     lease_expires_at: datetime | None = None
     takeovers: int = 0
+    parent_run_id: str | None = None  # a child run: its parent runs it, workers never claim it
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ def check_lease(run_id: str, info: RunInfo | None, lease: Lease | None) -> None:
 def claimable(info: RunInfo, now: datetime, hashes: Collection[str], has_new_signal: bool) -> bool:
     """Whether a worker that knows ``hashes`` may claim the run now (the rule every journal applies)."""
     if info.status != "running" or info.paused or info.definition_hash not in hashes:
+        return False
+    if info.parent_run_id is not None:  # a child runs inside its parent's task, under the parent's lease
         return False
     if info.lease_owner is not None and info.lease_expires_at is not None and info.lease_expires_at >= now:
         return False
@@ -315,7 +318,15 @@ class InMemoryJournal(Journal):
             first = events[0]
             assert isinstance(first, ev.RunStarted)
             info = RunInfo(
-                run_id, first.workflow, first.version, first.definition_hash, "running", first.ts, first.ts, 0
+                run_id,
+                first.workflow,
+                first.version,
+                first.definition_hash,
+                "running",
+                first.ts,
+                first.ts,
+                0,
+                parent_run_id=first.parent.run_id if first.parent is not None else None,
             )
             self._events[run_id] = []
         self._events[run_id].extend(events)

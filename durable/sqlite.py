@@ -125,6 +125,7 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE runs ADD COLUMN signal_mark INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN parent_run_id TEXT",  # child runs run inside their parent's task
     ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -132,7 +133,7 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 _COLUMNS = {"seq", "ts", "type", "node", "attempt"}
 _RUN_FIELDS = (
     "workflow, version, definition_hash, status, created_at, updated_at, last_seq, wake_at, waiting_for, "
-    "signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers"
+    "signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers, parent_run_id"
 )
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -535,7 +536,7 @@ class SQLiteJournal(Journal):
             assert isinstance(first, ev.RunStarted)
             conn.execute(
                 "INSERT INTO runs (run_id, workflow, version, definition_hash, status, created_at, updated_at, "
-                "last_seq) VALUES (?, ?, ?, ?, 'running', ?, ?, 0)",
+                "last_seq, parent_run_id) VALUES (?, ?, ?, ?, 'running', ?, ?, 0, ?)",
                 (
                     run_id,
                     first.workflow,
@@ -543,6 +544,7 @@ class SQLiteJournal(Journal):
                     first.definition_hash,
                     first.ts.isoformat(),
                     first.ts.isoformat(),
+                    first.parent.run_id if first.parent is not None else None,
                 ),
             )
             ts = first.ts
@@ -618,22 +620,6 @@ def _claim(
     """The claim transaction's body (see :meth:`Journal.claim`); the rule is :func:`claimable`'s, in SQL."""
     now = ev.utcnow()
     now_iso = _iso(now)
-    marks = ",".join("?" * len(hashes))
-    rows = conn.execute(
-        f"""
-        SELECT run_id, workflow, definition_hash, lease_owner, lease_token, takeovers FROM runs
-        WHERE status = 'running' AND paused = 0 AND definition_hash IN ({marks})
-          AND (lease_owner IS NULL OR lease_expires_at < ?)
-          AND ((wake_at IS NULL AND waiting_for IS NULL)
-               OR wake_at <= ?
-               OR (waiting_for IS NOT NULL AND EXISTS (
-                   SELECT 1 FROM signals s
-                   WHERE s.run_id = runs.run_id AND s.name = runs.waiting_for AND s.id > runs.signal_mark)))
-        ORDER BY created_at, run_id
-        LIMIT ?
-        """,
-        (*hashes, now_iso, now_iso, limit * 4 + 16),
-    ).fetchall()
     live: dict[str, int] = dict(
         conn.execute(
             "SELECT workflow, count(*) FROM runs WHERE lease_owner IS NOT NULL AND lease_expires_at >= ?"
@@ -643,19 +629,44 @@ def _claim(
     )
     until = _iso(now + timedelta(seconds=ttl))
     out: list[Claim] = []
-    for run_id, workflow, definition_hash, previous_owner, token, takeovers in rows:
-        if len(out) >= limit:
+    offset = 0
+    while len(out) < limit:
+        full = [w for w, cap in caps.items() if live.get(w, 0) >= cap]  # at their cap: not even looked at
+        marks = ",".join("?" * len(hashes))
+        not_full = f"AND workflow NOT IN ({','.join('?' * len(full))})" if full else ""
+        rows = conn.execute(
+            f"""
+            SELECT run_id, workflow, definition_hash, lease_owner, lease_token, takeovers FROM runs
+            WHERE status = 'running' AND paused = 0 AND parent_run_id IS NULL
+              AND definition_hash IN ({marks}) {not_full}
+              AND (lease_owner IS NULL OR lease_expires_at < ?)
+              AND ((wake_at IS NULL AND waiting_for IS NULL)
+                   OR wake_at <= ?
+                   OR (waiting_for IS NOT NULL AND EXISTS (
+                       SELECT 1 FROM signals s
+                       WHERE s.run_id = runs.run_id AND s.name = runs.waiting_for AND s.id > runs.signal_mark)))
+            ORDER BY created_at, run_id
+            LIMIT ? OFFSET ?
+            """,
+            (*hashes, *full, now_iso, now_iso, limit, offset),
+        ).fetchall()
+        if not rows:
             break
-        cap = caps.get(workflow)
-        if cap is not None and live.get(workflow, 0) >= cap:
-            continue
-        live[workflow] = live.get(workflow, 0) + 1
-        takeovers += 1 if previous_owner is not None else 0
-        conn.execute(
-            "UPDATE runs SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, takeovers = ? WHERE run_id = ?",
-            (owner, token + 1, until, takeovers, run_id),
-        )
-        out.append(Claim(Lease(run_id, owner, token + 1), workflow, definition_hash, takeovers))
+        offset += len(rows)
+        for run_id, workflow, definition_hash, previous_owner, token, takeovers in rows:
+            if len(out) >= limit:
+                break
+            cap = caps.get(workflow)
+            if cap is not None and live.get(workflow, 0) >= cap:
+                continue
+            live[workflow] = live.get(workflow, 0) + 1
+            takeovers += 1 if previous_owner is not None else 0
+            conn.execute(
+                "UPDATE runs SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, takeovers = ?"
+                " WHERE run_id = ?",
+                (owner, token + 1, until, takeovers, run_id),
+            )
+            out.append(Claim(Lease(run_id, owner, token + 1), workflow, definition_hash, takeovers))
     return out
 
 
@@ -670,7 +681,7 @@ def _time(value: str | None) -> datetime | None:
 
 def _run_info(run_id: str, row: Sequence[Any]) -> RunInfo:
     (workflow, version, definition_hash, status, created_at, updated_at, last_seq, wake_at, waiting_for,
-     signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers) = row  # fmt: skip
+     signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers, parent_run_id) = row  # fmt: skip
     return RunInfo(
         run_id,
         workflow,
@@ -688,4 +699,5 @@ def _run_info(run_id: str, row: Sequence[Any]) -> RunInfo:
         lease_token,
         _time(lease_expires_at),
         takeovers,
+        parent_run_id,
     )

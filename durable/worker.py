@@ -30,7 +30,7 @@ from . import events as ev
 from ._runner import LiveRun
 from .definition import Workflow
 from .engine import Engine
-from .errors import DurableError, JournalError
+from .errors import DurableError, LeaseLost, RunCancelled, RunFailed
 from .fold import fold
 from .journal import Claim, Journal, Lease
 from .sqlite import Synchronous
@@ -91,6 +91,8 @@ class Worker:
             raise DurableError("concurrency must be 1 or more")
         if lease_ttl <= 0 or poll_interval <= 0:
             raise DurableError("lease_ttl and poll_interval must be positive")
+        if max_takeovers < 0 or drain_timeout < 0:
+            raise DurableError("max_takeovers and drain_timeout must not be negative")
         self.db = db
         self.concurrency = concurrency
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -147,13 +149,16 @@ class Worker:
             free = self.concurrency - len(self._active)
             claims: list[Claim] = []
             if free > 0:
-                claims = await engine.journal.claim(
-                    self.owner,
-                    hashes=list(self.workflows),
-                    limit=free,
-                    ttl=self.lease_ttl,
-                    workflow_limits=self.workflow_concurrency,
-                )
+                try:
+                    claims = await engine.journal.claim(
+                        self.owner,
+                        hashes=list(self.workflows),
+                        limit=free,
+                        ttl=self.lease_ttl,
+                        workflow_limits=self.workflow_concurrency,
+                    )
+                except DurableError as exc:  # a busy or failing disk: look again after a pause
+                    log.warning("worker %s: claiming failed: %s", self.owner, exc)
             for claim in claims:
                 self.claimed += 1
                 await self._start(engine, claim)
@@ -164,27 +169,35 @@ class Worker:
 
     async def _start(self, engine: Engine, claim: Claim) -> None:
         lease = claim.lease
-        if claim.takeovers > self.max_takeovers:
-            await self._give_up(engine, claim)
+        mine = self._active.get(lease.run_id)
+        if mine is not None:
+            # Our own run, whose lease expired while the loop was blocked (a step that blocks the
+            # event loop): keep running it, under the new token, rather than start it twice.
+            mine.lease = lease
             return
         try:
+            if claim.takeovers > self.max_takeovers:
+                await self._give_up(engine, claim)
+                return
             run = await engine._run_leased(lease, self.workflows[claim.definition_hash], self._exited)
-        except DurableError as exc:
+            if run is None:
+                await engine.journal.release(lease)
+                return
+        except DurableError as exc:  # the lease expires by itself; another worker (or we) take it up
             log.error("worker %s could not start run %r: %s", self.owner, lease.run_id, exc)
-            await engine.journal.release(lease)
-            return
-        if run is None:
-            await engine.journal.release(lease)
             return
         self._active[lease.run_id] = run
 
     async def _exited(self, run: LiveRun) -> None:
         """A run's task ended (finished, parked, lost its lease, or stopped): give its lease back."""
-        self._active.pop(run.run_id, None)
-        if run.finished.is_set():
+        if self._active.get(run.run_id) is run:
+            del self._active[run.run_id]
+        if run.finished.is_set() and (run.error is None or isinstance(run.error, RunFailed | RunCancelled)):
             self.finished += 1
         lease = run.lease
-        if lease is not None and not isinstance(run.error, JournalError) and self.engine is not None:
+        # Release is fenced (owner and token): harmless when the lease was lost, and it spares a
+        # run stopped by another process's pause or cancel a takeover it did not deserve.
+        if lease is not None and not isinstance(run.error, LeaseLost) and self.engine is not None:
             try:
                 await self.engine.journal.release(lease)
             except DurableError as exc:  # the lease expires by itself; another worker takes over
@@ -219,8 +232,11 @@ class Worker:
             except DurableError as exc:  # a busy or failing disk: try again at the next beat
                 log.warning("worker %s: heartbeat failed: %s", self.owner, exc)
                 continue
+            renewed = {lease.run_id: lease for lease in leases}
             for run_id in lost:  # taken over while we were slow: stop writing, at once
                 run = self._active.get(run_id)
+                if run is not None and run.lease != renewed[run_id]:
+                    continue  # we re-claimed it ourselves meanwhile (see _start): the new lease holds
                 if run is not None and run.scope is not None:
                     log.warning("worker %s lost its lease on run %r; stopping it", self.owner, run_id)
                     run.scope.cancel()

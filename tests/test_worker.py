@@ -387,3 +387,127 @@ async def test_stop_after_the_drain_timeout_hands_the_run_to_another_worker_at_o
         info = await engine.journal.get_run(run_id)
         assert info is not None and info.takeovers == 0  # a release is not a takeover
     assert executions(effects) == [(run_id, "slow_first_attempt", 1), (run_id, "slow_first_attempt", 2)]
+
+
+# ---- regressions: each of these failed before its fix ----------------------------------------
+
+import sqlite3  # noqa: E402
+import time  # noqa: E402
+
+import durable  # noqa: E402
+from durable import DurableError, Workflow, step  # noqa: E402
+
+
+@step
+async def child_step(x: int) -> int:
+    ww.log_effect()
+    await anyio.sleep(0.3)
+    return x + 1
+
+
+child = Workflow("child").then(child_step)
+parent = Workflow("parent").then(child)
+
+
+@pytest.mark.anyio
+async def test_bug_a_child_run_is_not_claimed_while_its_parent_runs_it(db: Path, effects: Path) -> None:
+    async with Engine(db) as engine:
+        run_id = await engine.submit(parent, 1, run_id="p")
+        async with working(worker(db, [parent, child])):  # the worker knows both definitions
+            assert await engine.wait(run_id, timeout=TIMEOUT) == 2
+        info = await engine.journal.get_run(run_id)
+    assert executions(effects) == [("p/child", "child_step", 1)]  # got: attempts 1 and 2, concurrently
+    assert info is not None and info.takeovers == 0  # got: 1 (and wait took lease_ttl = 10 s)
+
+
+@pytest.mark.anyio
+async def test_bug_pausing_a_busy_run_from_another_engine_is_not_a_takeover(db: Path, effects: Path) -> None:
+    w = worker(db, [ww.held], lease_ttl=0.3, max_takeovers=1)
+    async with Engine(db) as engine, working(w):
+        run_id = await engine.submit(ww.held, 1)  # one async step of 0.1 s
+        for _ in range(2):
+            async def in_step() -> bool:
+                return (await engine.journal.read(run_id))[-1].type == "step_started"
+
+            await until(in_step, "the step is in flight")
+            async with Engine(db) as other:
+                await other.pause(run_id)
+            await anyio.sleep(0.6)
+            async with Engine(db) as other:
+                await other.unpause(run_id)
+        assert await engine.wait(run_id, timeout=5) == 1  # got: RunFailed TooManyTakeovers
+
+
+@pytest.mark.anyio
+async def test_bug_a_capped_backlog_does_not_starve_other_workflows(db: Path) -> None:
+    await submit_all(db, ww.capped, list(range(60)), "capped")
+    [free] = await submit_all(db, ww.free, [1], "free")  # the youngest run; a slot is idle all along
+    w = worker(db, [ww.capped, ww.free], concurrency=2, workflow_concurrency={"capped": 1})
+    async with Engine(db) as engine, working(w):
+        assert await engine.wait(free, timeout=1) == 1  # got: TimeoutError (it waited ~4 s, until 20 were left)
+
+
+@pytest.mark.anyio
+async def test_bug_a_busy_database_does_not_stop_the_worker(db: Path) -> None:
+    async with Engine(db) as engine:
+        await engine.submit(ww.pipeline, 1)
+    w = worker(SQLiteJournal(db, busy_timeout=0.1), [ww.pipeline])
+    async with working(w):
+        await anyio.sleep(0.3)
+        hog = sqlite3.connect(db, isolation_level=None)
+        hog.execute("BEGIN IMMEDIATE")  # another process holds the write lock longer than busy_timeout
+        await anyio.sleep(0.5)
+        hog.execute("ROLLBACK")
+        hog.close()
+        async with Engine(db) as engine:
+            await engine.submit(ww.pipeline, 2, run_id="after")
+            assert await engine.wait("after", timeout=5) == 6  # got: worker.run() raised StorageError
+
+
+@step
+async def blocks_the_loop(x: int) -> int:
+    ww.log_effect()
+    if durable.context().attempt == 1:
+        time.sleep(1.0)  # a blocking call in an async step: no heartbeat for longer than the lease
+    return x
+
+
+@step
+async def then_wait(x: int) -> int:
+    ww.log_effect()
+    await anyio.sleep(1.0)
+    return x
+
+
+hogger = Workflow("hogger").then(blocks_the_loop).then(then_wait)
+
+
+@pytest.mark.anyio
+async def test_bug_a_worker_does_not_claim_a_run_it_is_still_running(db: Path, effects: Path) -> None:
+    w = worker(db, [hogger], lease_ttl=0.3, concurrency=2)
+    async with Engine(db) as engine, working(w):
+        run_id = await engine.submit(hogger, 1)
+        assert await engine.wait(run_id, timeout=TIMEOUT) == 1
+    # got: then_wait attempts 1 and 2, run side by side in the same worker; claimed == 2
+    assert [n for _, n, _ in executions(effects)] == ["blocks_the_loop", "then_wait"]
+
+
+@pytest.mark.anyio
+async def test_bug_a_stopped_run_is_not_counted_as_finished(db: Path) -> None:
+    w = worker(db, [ww.slow], drain_timeout=0.1)
+    async with Engine(db) as engine:
+        run_id = await engine.submit(ww.slow, 30)
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(w.run)
+                await started(engine, run_id)
+                tg.cancel_scope.cancel()  # what a second SIGTERM does in `durable worker`
+        assert (await engine.state(run_id)).status == "running"
+    assert w.finished == 0  # got: 1 ("stopped: 1 claimed, 1 finished" for a run that is still running)
+
+
+@pytest.mark.anyio
+async def test_bug_submit_refuses_an_empty_run_id(db: Path) -> None:
+    async with Engine(db) as engine:
+        with pytest.raises(DurableError):
+            await engine.submit(ww.pipeline, 1, run_id="")  # got: a run with id ''
