@@ -88,6 +88,7 @@ class LiveRun:
         self.result: Any = None
         self.error: BaseException | None = None
         self.pause_requested: str | None = None  # a reason, once engine.pause() asked
+        self.unpause_requested = False  # engine.unpause() asked while the run had its task
         self.cancel_reason: str | None = None  # set by engine.cancel() before it cancels the scope
         self.scope: anyio.CancelScope | None = None  # the run's task, while it has one
         self.parked: RunParked | None = None  # why the run waits, while it has no task
@@ -137,10 +138,11 @@ class RunParked(Exception):
     ``until`` is ``None`` when only a signal or an unpause can wake it.
     """
 
-    def __init__(self, until: datetime | None, signal: str | None = None) -> None:
+    def __init__(self, until: datetime | None, signal: str | None = None, seen: int = 0) -> None:
         super().__init__(f"parked until {until} (signal {signal!r})")
         self.until = until
         self.signal = signal
+        self.seen = seen  # the newest signal id of that name the run had seen: newer ones wake it
 
 
 async def run_nodes(run: LiveRun, nodes: Sequence[Node], value: Any, *, top: bool = False) -> Any:
@@ -148,9 +150,13 @@ async def run_nodes(run: LiveRun, nodes: Sequence[Node], value: Any, *, top: boo
     for node in nodes:
         if top and run.pause_requested and not run.state.paused:
             run.record(ev.RunPaused, reason=run.pause_requested)
+            run.pause_requested = None  # done: an unpause must not find it asked again
         if top and run.state.paused:
             await run.commit()
-            raise RunParked(None)
+            if not run.unpause_requested:
+                raise RunParked(None)
+            run.record(ev.RunUnpaused)  # unpaused while its run_paused was being committed
+        run.unpause_requested = False
         value = await run_node(run, node, value)
     return value
 
@@ -487,6 +493,7 @@ async def _run_wait(run: LiveRun, node: WaitNode, value: Any) -> Any:
         run.record(ev.WaitStarted, node=node.id, signal=node.signal, deadline=deadline, seen_signal=seen)
     else:
         deadline = st.not_before
+        seen = max((s.id for s in signals), default=0)
     if deadline is not None and ev.utcnow() >= deadline:
         if not node.has_default:
             assert node.timeout is not None
@@ -494,4 +501,4 @@ async def _run_wait(run: LiveRun, node: WaitNode, value: Any) -> Any:
         run.record(ev.NodeCompleted, node=node.id, output=node.default, timed_out=True)
         return node.default
     await run.commit()
-    raise RunParked(deadline, signal=node.signal)
+    raise RunParked(deadline, signal=node.signal, seen=seen)

@@ -8,6 +8,7 @@ cursor) so that signals sent by other processes wake their runs too.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -15,9 +16,15 @@ import anyio
 
 from . import events as ev
 from ._runner import LiveRun
+from .errors import DurableError
 from .journal import Journal
 
-__all__ = ["Parking"]
+log = logging.getLogger("durable")
+
+__all__ = ["CONTROL_SIGNAL", "Parking"]
+
+CONTROL_SIGNAL = "__control__"
+"""Sent by another process's pause/cancel: wakes a run parked here, which re-reads its journal."""
 
 
 class Parking:
@@ -30,6 +37,7 @@ class Parking:
         self._runs: dict[str, LiveRun] = {}
         self._nudged = anyio.Event()
         self._cursor = 0
+        self._unchecked: set[str] = set()  # parked for a signal, its inbox not read since it parked
 
     def __contains__(self, run_id: str) -> bool:
         return run_id in self._runs
@@ -37,6 +45,10 @@ class Parking:
     def park(self, run: LiveRun) -> None:
         """Keep ``run`` until its wake-up time, its signal, or an explicit :meth:`wake`."""
         self._runs[run.run_id] = run
+        if run.parked is not None and run.parked.signal:
+            # A signal may have come between the run reading its inbox and parking, and the
+            # global cursor below may have passed it already: read this run's inbox once.
+            self._unchecked.add(run.run_id)
         self._nudged.set()
 
     def remove(self, run_id: str) -> LiveRun | None:
@@ -50,6 +62,22 @@ class Parking:
             return False
         self._wake(run)
         return True
+
+    async def _look_for_signals(self, waiting: dict[str, LiveRun]) -> None:
+        for run_id in list(self._unchecked):
+            self._unchecked.discard(run_id)
+            run = waiting.get(run_id)
+            if run is not None and run.parked is not None and run.parked.signal:
+                if await self._journal.read_signals(run_id, name=run.parked.signal, after=run.parked.seen):
+                    self.wake(run_id)
+        if self._runs:
+            for signal in await self._journal.read_signals(None, after=self._cursor):
+                self._cursor = signal.id
+                target = self._runs.get(signal.run_id)
+                if target is None or target.parked is None:
+                    continue
+                if signal.name == CONTROL_SIGNAL or target.parked.signal == signal.name:
+                    self.wake(signal.run_id)
 
     async def start(self) -> None:
         """Set the signal cursor to the journal's newest signal: older ones are read when runs resume."""
@@ -65,15 +93,13 @@ class Parking:
             for run in [r for r in self._runs.values() if r.parked and r.parked.until and r.parked.until <= now]:
                 self.wake(run.run_id)
             waiting = {r.run_id: r for r in self._runs.values() if r.parked and r.parked.signal}
-            if waiting:
-                for signal in await self._journal.read_signals(None, after=self._cursor):
-                    self._cursor = signal.id
-                    target = waiting.get(signal.run_id)
-                    if target is not None and target.parked is not None and target.parked.signal == signal.name:
-                        self.wake(signal.run_id)
+            try:
+                await self._look_for_signals(waiting)
+            except DurableError as exc:  # a busy disk: look again at the next poll; the runs wait on
+                log.warning("durable: reading the signal inbox failed: %s", exc)
             dues = [r.parked.until for r in self._runs.values() if r.parked and r.parked.until]
             delay = (min(dues) - ev.utcnow()).total_seconds() if dues else math.inf
-            if waiting:
+            if self._runs:  # any parked run may get a signal or a control from another process
                 delay = min(delay, self._poll)
             with anyio.move_on_after(max(0.0, delay)):
                 await self._nudged.wait()

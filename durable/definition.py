@@ -179,7 +179,7 @@ class Workflow:
         journaled, and a restarted engine's ``recover()`` wakes it on time.
         """
         sleep_id = name or self._next_id("sleep")
-        seconds = parse_duration(duration, what=f"workflow {self.name!r}: sleep {sleep_id!r}")
+        seconds = _bounded(parse_duration(duration, what=f"workflow {self.name!r}: sleep {sleep_id!r}"))
         return self._with(SleepNode(sleep_id, seconds))
 
     def wait_for(
@@ -195,7 +195,7 @@ class Workflow:
             raise DefinitionError(f"workflow {self.name!r}: a signal name is a non-empty string not starting with '__'")
         wait_id = name or signal
         seconds = (
-            parse_duration(timeout, what=f"workflow {self.name!r}: wait_for({signal!r}) timeout")
+            _bounded(parse_duration(timeout, what=f"workflow {self.name!r}: wait_for({signal!r}) timeout"))
             if timeout is not None
             else None
         )
@@ -326,6 +326,15 @@ class Workflow:
         return f"<Workflow {self.name!r} v{self.version} {self.definition_hash[:12]}>"
 
 
+_LONGEST_WAIT = 100 * 365 * 86400.0  # a hundred years: beyond, a wall-clock deadline is a mistake
+
+
+def _bounded(seconds: float) -> float:
+    if seconds > _LONGEST_WAIT:
+        raise DefinitionError(f"a durable wait of {seconds:g}s is longer than a hundred years; give a shorter one")
+    return seconds
+
+
 def _declared_keys(key: Callable[[Any], Any]) -> tuple[str, ...] | None:
     """The keys a route function declares by its return annotation (Literal or Enum), if any."""
     try:
@@ -449,8 +458,9 @@ def _flatten(canonical: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]
     """Map node id -> (where it stands, its own fields), for comparing two definitions."""
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     for i, node in enumerate(canonical.get("nodes", [])):
-        node_lanes = [*node.get("branches", []), *([node["default"]] if node.get("default") else [])]
-        fields = {k: v for k, v in node.items() if k not in ("branches", "default")}
+        default = node.get("default") if node.get("kind") == "route" else None
+        node_lanes = [*node.get("branches", []), *([default] if default else [])]
+        fields = {k: v for k, v in node.items() if not (k == "branches" or (k == "default" and default is not None))}
         if node_lanes:
             fields["lanes"] = [lane["name"] for lane in node_lanes]
         out[node["id"]] = (f"position {i + 1}", _fields(fields))

@@ -23,11 +23,12 @@ from anyio.abc import TaskGroup
 from . import events as ev
 from ._codec import encode_any
 from ._runner import LiveRun, RunParked, StepFailedForGood, decode_node, run_nodes
-from ._scheduler import Parking
+from ._scheduler import CONTROL_SIGNAL, Parking
 from .definition import ForkNode, Workflow, definition_changes
 from .errors import (
     DefinitionMismatch,
     DurableError,
+    JournalError,
     RunAlreadyExists,
     RunCancelled,
     RunFailed,
@@ -98,6 +99,8 @@ class Engine:
         synchronous: SQLite's ``synchronous`` setting: ``"FULL"`` (default, survives power loss)
             or ``"NORMAL"`` (faster; survives process crashes). Ignored for a ``Journal`` object.
         busy_timeout: seconds to wait for another process's write lock.
+        signal_poll_interval: how often (seconds) a run parked here for a signal looks for
+            signals sent by other processes (signals sent through this engine wake it at once).
 
     Leaving the ``async with`` block stops the runs still in progress as a crash would: they
     write nothing more and can be resumed later.
@@ -111,6 +114,8 @@ class Engine:
         busy_timeout: float = 5.0,
         signal_poll_interval: float = 0.5,
     ) -> None:
+        if not isinstance(signal_poll_interval, int | float) or signal_poll_interval <= 0:
+            raise DurableError(f"signal_poll_interval={signal_poll_interval!r}: give a positive number of seconds")
         self.journal: Journal = (
             db if isinstance(db, Journal) else SQLiteJournal(db, synchronous=synchronous, busy_timeout=busy_timeout)
         )
@@ -301,6 +306,7 @@ class Engine:
         run.lease = lease
         run.on_exit = on_exit
         self._live[run.run_id] = run
+        run.scope = anyio.CancelScope()
         tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
         return run
 
@@ -359,6 +365,8 @@ class Engine:
 
     def _launch(self, tg: TaskGroup, run: LiveRun) -> RunHandle:
         self._live[run.run_id] = run
+        # The scope exists from now on, before the task runs: a cancel() in between reaches it.
+        run.scope = anyio.CancelScope()
         tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
         return RunHandle(run.run_id, self, run.workflow, run)
 
@@ -495,14 +503,20 @@ class Engine:
         """Give a parked run a task again (called by the parking loop, or by unpause/signal)."""
         run.parked = None
         if self._tg is not None:
-            self._tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
+            run.scope = anyio.CancelScope()
+            self._tg.start_soon(self._drive, run, True, name=f"durable run {run.run_id}")
 
-    async def _drive(self, run: LiveRun) -> None:
+    async def _drive(self, run: LiveRun, refold: bool = False) -> None:
         """Execute a run until it ends or parks. Never raises into the engine's task group, except cancellation."""
         parked = False
+        scope = run.scope = run.scope or anyio.CancelScope()
         try:
-            with anyio.CancelScope() as scope:
-                run.scope = scope
+            with scope:
+                if refold:  # it parked: another process may have written meanwhile (a pause, a cancel)
+                    run.state = fold(await self.journal.read(run.run_id), run.run_id)
+                    if run.state.finished:
+                        run.finish(error=RunCancelled(run.run_id, "") if run.state.status == "cancelled" else None)
+                        return
                 try:
                     value = await run_nodes(run, run.workflow.nodes, run.state.input, top=True)
                 except StepFailedForGood as failed:
@@ -531,6 +545,9 @@ class Engine:
             raise
         except BaseException as exc:  # journal failure or simulated crash: write nothing more
             leaf = _unwrap(exc)
+            if isinstance(leaf, SeqConflict) and await self._controlled_elsewhere(run):
+                parked = run.parked is not None
+                return
             run.finish(error=leaf)
             if not isinstance(leaf, Exception):
                 raise leaf from None
@@ -541,6 +558,22 @@ class Engine:
             if run.on_exit is not None:
                 with anyio.CancelScope(shield=True):
                     await run.on_exit(run)
+
+    async def _controlled_elsewhere(self, run: LiveRun) -> bool:
+        """After a SeqConflict: if another process cancelled or paused the run, act on it; else False."""
+        with anyio.CancelScope(shield=True):
+            events = await self.journal.read(run.run_id)
+        state = fold(events, run.run_id)
+        last = events[-1] if events else None
+        if isinstance(last, ev.RunCancelled):
+            run.finish(error=RunCancelled(run.run_id, last.reason))
+            return True
+        if state.paused and not state.finished and run.lease is None:
+            run.state = state
+            run.parked = RunParked(None)
+            self._parking.park(run)  # the step in flight runs again on unpause (at least once)
+            return True
+        return False
 
     async def _record_cancel(self, run: LiveRun, reason: str) -> None:
         run.record(ev.RunCancelled, reason=reason)
@@ -559,16 +592,23 @@ class Engine:
         try:
             await handle.result()
         except anyio.get_cancelled_exc_class():
-            # The parent stopped (a lost lease, a cancel, shutdown): its child stops with it, as
-            # a crash would stop it; whoever resumes the parent resumes the child.
+            parent_run = self._live.get(parent.run_id)
             child = self._live.get(child_id)
-            if child is not None and child.scope is not None:
+            if parent_run is not None and parent_run.cancel_reason is not None:
+                # The parent was cancelled: so is its child (it would never be resumed otherwise).
+                with anyio.CancelScope(shield=True):
+                    await self.cancel(child_id, reason=f"its parent {parent.run_id!r} was cancelled")
+            elif child is not None and child.scope is not None:
+                # The parent stopped (a lost lease, shutdown): its child stops with it, as a crash
+                # would stop it; whoever resumes the parent resumes the child.
                 child.scope.cancel()
             raise
-        except (RunFailed, RunCancelled):
-            state = await self.state(child_id)
-            error = state.error or ev.ErrorInfo(type="RunCancelled", message=f"child run {child_id!r} was cancelled")
+        except RunFailed:
+            error = (await self.state(child_id)).error
+            assert error is not None
             return False, error.model_copy(update={"message": f"child run {child_id!r}: {error.message}"})
+        except RunCancelled as cancelled:
+            return False, ev.ErrorInfo(type="RunCancelled", message=str(cancelled))
         return True, (await self.state(child_id)).result
 
     def _initial_state(self, workflow: Workflow, state: Any) -> dict[str, Any] | None:
@@ -610,6 +650,7 @@ class Engine:
             JournalError: the run has finished.
             SerializationError: ``payload`` is not JSON.
         """
+        _check_run_id(run_id)
         if not isinstance(name, str) or not name:
             raise DurableError("a signal name is a non-empty string")
         payload_json = encode_any(payload, what=f"the payload of signal {name!r}")
@@ -630,18 +671,38 @@ class Engine:
             RunNotFound: no such run.
             DurableError: the run has already finished.
         """
+        _check_run_id(run_id)
         live = self._live.get(run_id)
         if live is not None and live.scope is not None:
             live.cancel_reason = reason
             live.scope.cancel()
             await live.finished.wait()
+            if live.error is not None and not isinstance(live.error, RunCancelled):
+                raise live.error  # the cancellation could not be recorded (a storage error, say)
             return
         if live is not None and live.parked is not None:
+            await self._control_parked(live, ev.RunCancelled, reason=reason)
             self._parking.remove(run_id)
             self._live.pop(run_id, None)
-            await self._record_cancel(live, reason)
+            live.finish(error=RunCancelled(run_id, reason))
             return
         await self._append_control(run_id, ev.RunCancelled, reason=reason)
+
+    async def _control_parked(self, live: LiveRun, event_type: Any, **fields: Any) -> None:
+        """Record a control event on a run parked here.
+
+        If it cannot be committed, the run is dropped from this engine (its live state would be
+        ahead of the journal) and the error is raised.
+        """
+        live.record(event_type, **fields)
+        try:
+            with anyio.CancelScope(shield=True):
+                await live.commit()
+        except BaseException as exc:
+            self._parking.remove(live.run_id)
+            self._live.pop(live.run_id, None)
+            live.finish(error=exc)
+            raise
 
     async def pause(self, run_id: str, reason: str = "") -> None:
         """Pause a run: it starts no new node until :meth:`unpause`.
@@ -653,14 +714,14 @@ class Engine:
             RunNotFound: no such run.
             DurableError: the run has finished.
         """
+        _check_run_id(run_id)
         live = self._live.get(run_id)
         if live is not None and live.scope is not None:
             live.pause_requested = reason or "paused"
             return
         if live is not None and live.parked is not None:
             if not live.state.paused:
-                live.record(ev.RunPaused, reason=reason)
-                await live.commit()
+                await self._control_parked(live, ev.RunPaused, reason=reason)
             return
         state = await self.state(run_id)
         if not state.paused:
@@ -676,22 +737,33 @@ class Engine:
             RunNotFound: no such run.
             DurableError: the run has finished.
         """
+        _check_run_id(run_id)
         live = self._live.get(run_id)
         if live is not None and live.scope is not None:
             live.pause_requested = None
+            live.unpause_requested = True  # in case it is committing its run_paused right now
             return
         if live is not None and live.parked is not None:
             if live.state.paused:
-                live.record(ev.RunUnpaused)
-                await live.commit()
+                await self._control_parked(live, ev.RunUnpaused)
             self._parking.wake(run_id)
             return
         state = await self.state(run_id)
+        if state.finished:
+            raise DurableError(f"run {run_id!r} has already {state.status}; there is nothing to unpause")
         if state.paused:
             await self._append_control(run_id, ev.RunUnpaused)
 
     async def _append_control(self, run_id: str, event_type: Any, **fields: Any) -> None:
-        """Append a control event to a run that no engine of this process is running."""
+        """Append a control event to a run that no engine of this process is running.
+
+        Another process may have it parked: a ``__control__`` signal makes its engine wake it,
+        re-read the journal, and see the pause or the cancel.
+        """
+        try:
+            await self.journal.send_signal(run_id, CONTROL_SIGNAL, event_type.model_fields["type"].default)
+        except JournalError:
+            pass  # finished: the checks below say so
         for _ in range(5):
             state = await self.state(run_id)
             if state.finished:
@@ -703,6 +775,11 @@ class Engine:
             except SeqConflict:  # another process advanced it meanwhile: read again
                 continue
         raise DurableError(f"run {run_id!r} kept changing under us; try again")
+
+
+def _check_run_id(run_id: Any) -> None:
+    if not isinstance(run_id, str) or not run_id:
+        raise DurableError(f"run_id={run_id!r}: a run id is a non-empty string")
 
 
 def _check_workflow(workflow: Any) -> Workflow:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 __all__ = [
     "EVENT_CLASSES",
@@ -59,7 +59,7 @@ class _EventBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     seq: int = Field(ge=1, description="Position in the run's journal, contiguous from 1.")
-    ts: datetime = Field(description="UTC time at which the engine recorded the transition.")
+    ts: AwareDatetime = Field(description="UTC time at which the engine recorded the transition.")
 
 
 class ErrorInfo(BaseModel):
@@ -112,7 +112,7 @@ class StepScheduled(_EventBase):
     type: Literal["step_scheduled"] = "step_scheduled"
     node: str
     attempt: int = Field(ge=1)
-    not_before: datetime | None = None
+    not_before: AwareDatetime | None = None
 
 
 class StepStarted(_EventBase):
@@ -140,7 +140,7 @@ class StepFailed(_EventBase):
     node: str
     attempt: int = Field(ge=1)
     error: ErrorInfo
-    retry_at: datetime | None = None
+    retry_at: AwareDatetime | None = None
     final: bool = False
 
 
@@ -230,7 +230,7 @@ class SleepStarted(_EventBase):
 
     type: Literal["sleep_started"] = "sleep_started"
     node: str
-    until: datetime
+    until: AwareDatetime
 
 
 class WaitStarted(_EventBase):
@@ -239,7 +239,7 @@ class WaitStarted(_EventBase):
     type: Literal["wait_started"] = "wait_started"
     node: str
     signal: str
-    deadline: datetime | None = None
+    deadline: AwareDatetime | None = None
     seen_signal: int = 0  # the newest signal id of this name the run had seen: newer ones wake it
 
 

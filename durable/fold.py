@@ -240,7 +240,8 @@ def _node_kinds(definition: dict[str, Any]) -> Iterable[tuple[str, str]]:
         yield node["id"], node.get("kind", "step")
         if node.get("kind") == "loop":  # body steps appear per iteration ("step#3"), when they run
             continue
-        for b in [*node.get("branches", []), *([node["default"]] if node.get("default") else [])]:
+        default = node.get("default") if node.get("kind") == "route" else None
+        for b in [*node.get("branches", []), *([default] if default else [])]:
             for n in b.get("nodes", []):
                 yield n["id"], n.get("kind", "step")
 

@@ -165,6 +165,9 @@ def check_append(run_id: str, info: RunInfo | None, events: Sequence[ev.Event]) 
     first = events[0]
     if any(e.type == "run_started" for e in events[1:]):
         raise JournalError(f"append to run {run_id!r}: run_started may only be seq 1")
+    for i, event in enumerate(events):
+        if event.type in _STATUS_OF_TERMINAL and i != len(events) - 1:
+            raise JournalError(f"append to run {run_id!r}: events follow the terminal {event.type}")
     if info is None:
         if first.type != "run_started" or first.seq != 1:
             raise RunNotFound(run_id)
@@ -175,9 +178,6 @@ def check_append(run_id: str, info: RunInfo | None, events: Sequence[ev.Event]) 
         raise SeqConflict(run_id, first.seq, info.last_seq)
     if info.status in ("completed", "failed", "cancelled"):
         raise JournalError(f"run {run_id!r} has already {info.status}; its journal is closed")
-    for i, event in enumerate(events):
-        if event.type in _STATUS_OF_TERMINAL and i != len(events) - 1:
-            raise JournalError(f"append to run {run_id!r}: events follow the terminal {event.type}")
 
 
 class Journal(ABC):

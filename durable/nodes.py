@@ -233,7 +233,7 @@ class WaitNode:
             "signal": self.signal,
             "timeout": self.timeout,
             "has_default": self.has_default,
-            "default": self.default if self.has_default else None,
+            "default_value": self.default if self.has_default else None,
         }
 
 

@@ -232,6 +232,8 @@ class SQLiteJournal(Journal):
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL", busy_timeout: float = 5.0) -> None:
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous={synchronous!r}: use 'FULL' (default) or 'NORMAL'")
+        if not isinstance(busy_timeout, int | float) or busy_timeout < 0:
+            raise ValueError(f"busy_timeout={busy_timeout!r}: give a number of seconds (0 or more)")
         self.path = str(path)
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
@@ -415,9 +417,11 @@ class SQLiteJournal(Journal):
                     else:
                         assert request.rows is not None
                         self._append_one(conn, request.run_id, request.events, request.rows, request.lease)
-                except (DurableError, sqlite3.IntegrityError) as exc:
+                except sqlite3.OperationalError:
+                    raise  # the storage failed (full, I/O, locked): the whole transaction goes
+                except Exception as exc:  # this request is at fault, not the storage: only it fails
                     conn.execute("ROLLBACK TO batch")
-                    request.error = exc if isinstance(exc, DurableError) else JournalError(str(exc))
+                    request.error = exc if isinstance(exc, DurableError) else JournalError(f"refused: {exc}")
                 conn.execute("RELEASE batch")
             _crash.write_fault()
             _crash.reached("before_commit")
@@ -542,8 +546,8 @@ class SQLiteJournal(Journal):
                     first.workflow,
                     first.version,
                     first.definition_hash,
-                    first.ts.isoformat(),
-                    first.ts.isoformat(),
+                    _iso(first.ts),
+                    _iso(first.ts),
                     first.parent.run_id if first.parent is not None else None,
                 ),
             )
@@ -559,7 +563,7 @@ class SQLiteJournal(Journal):
             " paused = ? WHERE run_id = ?",
             (
                 status_after(info.status, events),
-                last.ts.isoformat(),
+                _iso(last.ts),
                 last.seq,
                 _iso(sched["wake_at"]),
                 sched["waiting_for"],
@@ -629,7 +633,6 @@ def _claim(
     )
     until = _iso(now + timedelta(seconds=ttl))
     out: list[Claim] = []
-    offset = 0
     while len(out) < limit:
         full = [w for w, cap in caps.items() if live.get(w, 0) >= cap]  # at their cap: not even looked at
         marks = ",".join("?" * len(hashes))
@@ -646,13 +649,11 @@ def _claim(
                        SELECT 1 FROM signals s
                        WHERE s.run_id = runs.run_id AND s.name = runs.waiting_for AND s.id > runs.signal_mark)))
             ORDER BY created_at, run_id
-            LIMIT ? OFFSET ?
+            LIMIT ?
             """,
-            (*hashes, *full, now_iso, now_iso, limit, offset),
+            (*hashes, *full, now_iso, now_iso, limit),
         ).fetchall()
-        if not rows:
-            break
-        offset += len(rows)
+        before = (len(out), len(full))
         for run_id, workflow, definition_hash, previous_owner, token, takeovers in rows:
             if len(out) >= limit:
                 break
@@ -667,6 +668,10 @@ def _claim(
                 (owner, token + 1, until, takeovers, run_id),
             )
             out.append(Claim(Lease(run_id, owner, token + 1), workflow, definition_hash, takeovers))
+        # Claimed rows drop out of the next query and full workflows are excluded from it: each
+        # round claims something or fills a cap, or there is nothing more to claim.
+        if not rows or (len(out), len([w for w, cap in caps.items() if live.get(w, 0) >= cap])) == before:
+            break
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import sqlite3
 import tempfile
 from collections import Counter
@@ -77,18 +78,19 @@ def _instrument(workflow: Workflow, counts: _Counts) -> Workflow:
         s = node.step
         fn = s.fn
 
-        def note() -> None:
+        def note() -> str:
             ctx = context()
             counts.calls[(ctx.node, ctx.attempt)] += 1
             counts.touched.add(ctx.node)
+            return ctx.node  # the journal name: "step#3" in a loop, "map[2]" in a map
 
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def run_async(*args: Any) -> Any:
-                note()
+                name = note()
                 out = await fn(*args)
-                counts.returns[node.id] += 1
+                counts.returns[name] += 1
                 return out
 
             wrapper: Any = run_async
@@ -96,9 +98,9 @@ def _instrument(workflow: Workflow, counts: _Counts) -> Workflow:
 
             @functools.wraps(fn)
             def run_sync(*args: Any) -> Any:
-                note()
+                name = note()
                 out = fn(*args)
-                counts.returns[node.id] += 1
+                counts.returns[name] += 1
                 return out
 
             wrapper = run_sync
@@ -227,7 +229,7 @@ def violations(outcome: Outcome, baseline: Outcome, workflow: Workflow) -> list[
                 f"step {node!r} ran to completion {returned} times; at most 1 + {crashes} "
                 "(the crashes that hit while it was in flight) is allowed"
             )
-        budget = max_attempts.get(node, 1) + crashes
+        budget = max_attempts.get(re.sub(r"(#\d+|\[\d+\])$", "", node), 1) + crashes
         if n > budget:
             problems.append(f"step {node!r} ran {n} times; its retry policy and {crashes} crashes allow {budget}")
     return problems
