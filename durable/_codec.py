@@ -51,6 +51,9 @@ def _required_positional(fn: Callable[..., Any]) -> list[inspect.Parameter]:
     ]
 
 
+_PLAIN: frozenset[type] = frozenset({str, int, bool, type(None)})
+
+
 class Codec:
     """The annotations of one step function, turned into pydantic adapters.
 
@@ -65,6 +68,7 @@ class Codec:
         self.takes_input = bool(_required_positional(fn))
         self._param: TypeAdapter[Any] | None = None
         self._ret: TypeAdapter[Any] | None = None
+        self._ret_plain: type | None = None
 
     def _prepare(self) -> None:
         if self._ready:
@@ -79,6 +83,7 @@ class Codec:
         ret = hints.get("return", Any)
         if ret is not Any:
             self._ret = TypeAdapter(ret)
+            self._ret_plain = ret if ret in _PLAIN else None
         self._ready = True
 
     def encode_output(self, value: Any) -> JsonValue:
@@ -88,6 +93,11 @@ class Codec:
             SerializationError: naming the step and the type, when the value cannot be encoded.
         """
         self._prepare()
+        kind = type(value)
+        if kind in _PLAIN and (self._ret is None or self._ret_plain is kind):
+            # A str, int, bool or None under its own annotation (or none) is its own JSON: the
+            # common case of small steps, kept off pydantic's serializer.
+            return value  # type: ignore[no-any-return]
         if self._ret is None:
             return encode_any(value, what=f"the output of step {self._name!r}", node=self._name)
         try:

@@ -8,6 +8,7 @@ kinds live in :mod:`durable.nodes`, steps in :mod:`durable.steps`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import typing
@@ -96,6 +97,7 @@ class Workflow:
         self.version = str(version)
         self.nodes = _nodes
         self._hash: str | None = None
+        self._canonical: dict[str, Any] | None = None
 
     # -- building ---------------------------------------------------------------------------
 
@@ -305,6 +307,11 @@ class Workflow:
 
     def canonical(self) -> dict[str, Any]:
         """The definition as plain data: structure, names, versions, retry and timeout; no function bodies."""
+        if self._canonical is None:
+            self._canonical = self._build_canonical()
+        return copy.deepcopy(self._canonical)  # callers may keep or change theirs
+
+    def _build_canonical(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "version": self.version, "nodes": [n.canonical() for n in self.nodes]}
         if self.state_model is not None:  # the shared context's shape is part of the definition
             fields = self.state_model.model_fields
@@ -318,7 +325,9 @@ class Workflow:
     def definition_hash(self) -> str:
         """SHA-256 (hex) of the canonical form, serialised with sorted keys and no whitespace."""
         if self._hash is None:
-            text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+            if self._canonical is None:
+                self._canonical = self._build_canonical()
+            text = json.dumps(self._canonical, sort_keys=True, separators=(",", ":"))
             self._hash = hashlib.sha256(text.encode()).hexdigest()
         return self._hash
 

@@ -24,7 +24,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from queue import Empty, SimpleQueue
@@ -239,7 +239,8 @@ class SQLiteJournal(Journal):
         self.busy_timeout = busy_timeout
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: SimpleQueue[_Request | None] = SimpleQueue()
+        self._queue: SimpleQueue[list[_Request] | None] = SimpleQueue()
+        self._outbox: list[_Request] = []  # requests of this loop iteration, handed over together
         self._thread: threading.Thread | None = None
         self._max_pages: int | None = None
 
@@ -349,6 +350,7 @@ class SQLiteJournal(Journal):
             await reader.close()
         if self._thread is not None:
             thread, self._thread = self._thread, None
+            self._hand_over()
             self._queue.put(None)  # the writer commits what is queued, then stops
             await anyio.to_thread.run_sync(thread.join)
         if self._writer is not None:
@@ -366,8 +368,25 @@ class SQLiteJournal(Journal):
         # Encode here, on the loop's thread: the writer thread then runs almost no Python and
         # spends its time in SQLite with the GIL released, instead of contending for it.
         request.rows = [(run_id, *encode_event(e)) for e in events]
-        self._queue.put(request)
+        self._send(request)
         await request.future
+
+    def _send(self, request: _Request) -> None:
+        """Queue a request for the writer, together with every other one of this loop iteration.
+
+        Handing them over in one piece wakes the writer once (not once per request, each
+        time contending for the GIL) and lets many runs' transitions share one commit: when a
+        commit returns, its callers resume in the same loop iteration, and their next
+        requests leave together.
+        """
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._hand_over)
+        self._outbox.append(request)
+
+    def _hand_over(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if batch:
+            self._queue.put(batch)
 
     def limit_pages(self, pages: int) -> None:
         """Cap the database at ``pages`` pages from the next write on: a full disk, for tests.
@@ -384,7 +403,7 @@ class SQLiteJournal(Journal):
             first = queue.get()
             if first is None:
                 return
-            batch = [first]
+            batch = list(first)
             while len(batch) < _MAX_BATCH:
                 try:
                     nxt = queue.get_nowait()
@@ -393,7 +412,7 @@ class SQLiteJournal(Journal):
                 if nxt is None:
                     queue.put(None)  # finish this batch, then stop
                     break
-                batch.append(nxt)
+                batch.extend(nxt)
             self._write(batch)
             # One wake-up of the event loop per commit, however many callers it serves.
             batch[0].future.get_loop().call_soon_threadsafe(_resolve, batch)
@@ -409,20 +428,22 @@ class SQLiteJournal(Journal):
             # BEGIN IMMEDIATE: take the write lock first, so that two writers can never both
             # read last_seq N and both append N+1.
             conn.execute("BEGIN IMMEDIATE")
-            for request in batch:
-                conn.execute("SAVEPOINT batch")
+            appends = [r for r in batch if r.op is None]
+            if appends:
+                # The fast path: every append of the group in a handful of statements.
+                conn.execute("SAVEPOINT fast")
                 try:
-                    if request.op is not None:
-                        request.result = request.op(conn)
-                    else:
-                        assert request.rows is not None
-                        self._append_one(conn, request.run_id, request.events, request.rows, request.lease)
+                    self._append_batch(conn, appends)
+                    conn.execute("RELEASE fast")
                 except sqlite3.OperationalError:
                     raise  # the storage failed (full, I/O, locked): the whole transaction goes
-                except Exception as exc:  # this request is at fault, not the storage: only it fails
-                    conn.execute("ROLLBACK TO batch")
-                    request.error = exc if isinstance(exc, DurableError) else JournalError(f"refused: {exc}")
-                conn.execute("RELEASE batch")
+                except Exception:  # a request the rules could not see was bad (a row that cannot be bound)
+                    conn.execute("ROLLBACK TO fast")
+                    conn.execute("RELEASE fast")
+                    for request in appends:
+                        request.error = None
+                    self._one_by_one(conn, appends)  # find it: only it fails
+            self._one_by_one(conn, [r for r in batch if r.op is not None])
             _crash.write_fault()
             _crash.reached("before_commit")
             conn.execute("COMMIT")
@@ -435,6 +456,22 @@ class SQLiteJournal(Journal):
             error = _storage_error(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
             for request in batch:
                 request.error = error
+
+    def _one_by_one(self, conn: sqlite3.Connection, requests: list[_Request]) -> None:
+        """Each request in a SAVEPOINT of its own: one that fails does not undo its neighbours."""
+        for request in requests:
+            conn.execute("SAVEPOINT one")
+            try:
+                if request.op is not None:
+                    request.result = request.op(conn)
+                else:
+                    self._append_batch(conn, [request])
+            except sqlite3.OperationalError:
+                raise  # the storage failed (full, I/O, locked): the whole transaction goes
+            except Exception as exc:  # this request is at fault, not the storage: only it fails
+                conn.execute("ROLLBACK TO one")
+                request.error = exc if isinstance(exc, DurableError) else JournalError(f"refused: {exc}")
+            conn.execute("RELEASE one")
 
     def _insert_signal(self, conn: sqlite3.Connection, run_id: str, name: str, payload: str) -> SignalRecord:
         row = conn.execute(f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -452,7 +489,7 @@ class SQLiteJournal(Journal):
         if self._thread is None:
             raise JournalError("the journal is not open; use 'async with Engine(...)' or 'await journal.open()'")
         request = _Request(run_id, (), asyncio.get_running_loop().create_future(), op=op)
-        self._queue.put(request)
+        self._send(request)
         return await request.future
 
     async def send_signal(self, run_id: str, name: str, payload: Any) -> SignalRecord:
@@ -505,9 +542,7 @@ class SQLiteJournal(Journal):
             ),
         )
 
-    async def read_signals(
-        self, run_id: str | None, *, name: str | None = None, after: int = 0
-    ) -> list[SignalRecord]:
+    async def read_signals(self, run_id: str | None, *, name: str | None = None, after: int = 0) -> list[SignalRecord]:
         sql = "SELECT id, run_id, name, ts, payload FROM signals WHERE id > ?"
         params: list[Any] = [after]
         if run_id is not None:
@@ -519,59 +554,83 @@ class SQLiteJournal(Journal):
         rows = await self._fetch(sql + " ORDER BY id", params)
         return [SignalRecord(i, r, n, json.loads(p), datetime.fromisoformat(t)) for i, r, n, t, p in rows]
 
-    def _append_one(
-        self,
-        conn: sqlite3.Connection,
-        run_id: str,
-        events: Sequence[ev.Event],
-        rows: list[tuple[Any, ...]],
-        lease: Lease | None,
-    ) -> None:
-        row = conn.execute(
-            f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?",
-            (run_id,),
-        ).fetchone()
-        info = _run_info(run_id, row) if row else None
-        check_lease(run_id, info, lease)
-        check_append(run_id, info, events)
-        last = events[-1]
-        if info is None:
-            first = events[0]
-            assert isinstance(first, ev.RunStarted)
-            conn.execute(
+    def _append_batch(self, conn: sqlite3.Connection, appends: list[_Request]) -> None:
+        """Apply the append rules to every request and write the ones that pass.
+
+        One query reads the index rows of all the runs involved; the rules (:func:`check_lease`,
+        :func:`check_append`) run in Python against them, a request seeing the effect of the
+        ones before it; then every event row, new run and index update is written with one
+        ``executemany`` each. A refused request gets its error and writes nothing. We hold the
+        write lock (BEGIN IMMEDIATE), so what we read cannot change under us.
+        """
+        infos: dict[str, RunInfo] = {}
+        ids = list(dict.fromkeys(r.run_id for r in appends))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            sql = f"SELECT run_id, {_RUN_FIELDS} FROM runs WHERE run_id IN ({','.join('?' * len(chunk))})"
+            for row in conn.execute(sql, chunk):
+                infos[row[0]] = _run_info(row[0], row[1:])
+        new_runs: list[tuple[Any, ...]] = []
+        rows: list[tuple[Any, ...]] = []
+        touched: dict[str, RunInfo] = {}
+        for request in appends:
+            run_id, events = request.run_id, request.events
+            info = infos.get(run_id)
+            try:
+                check_lease(run_id, info, request.lease)
+                check_append(run_id, info, events)
+            except DurableError as exc:
+                request.error = exc
+                continue
+            if info is None:
+                first = events[0]
+                assert isinstance(first, ev.RunStarted)
+                parent = first.parent.run_id if first.parent is not None else None
+                info = RunInfo(
+                    run_id, first.workflow, first.version, first.definition_hash, "running", first.ts, first.ts, 0,
+                    parent_run_id=parent,
+                )  # fmt: skip
+                ts = _iso(first.ts)
+                new_runs.append((run_id, first.workflow, first.version, first.definition_hash, ts, ts, parent))
+            last = events[-1]
+            info = replace(
+                info,
+                status=status_after(info.status, events),
+                updated_at=last.ts,
+                last_seq=last.seq,
+                **schedule_after(info, events),
+            )
+            infos[run_id] = touched[run_id] = info
+            assert request.rows is not None
+            rows.extend(request.rows)
+        if new_runs:
+            conn.executemany(
                 "INSERT INTO runs (run_id, workflow, version, definition_hash, status, created_at, updated_at, "
                 "last_seq, parent_run_id) VALUES (?, ?, ?, ?, 'running', ?, ?, 0, ?)",
-                (
-                    run_id,
-                    first.workflow,
-                    first.version,
-                    first.definition_hash,
-                    _iso(first.ts),
-                    _iso(first.ts),
-                    first.parent.run_id if first.parent is not None else None,
-                ),
+                new_runs,
             )
-            ts = first.ts
-            info = RunInfo(run_id, first.workflow, first.version, first.definition_hash, "running", ts, ts, 0)
-        conn.executemany(
-            "INSERT INTO events (run_id, seq, type, node, attempt, ts, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        sched = schedule_after(info, events)
-        conn.execute(
-            "UPDATE runs SET status = ?, updated_at = ?, last_seq = ?, wake_at = ?, waiting_for = ?, signal_mark = ?,"
-            " paused = ? WHERE run_id = ?",
-            (
-                status_after(info.status, events),
-                _iso(last.ts),
-                last.seq,
-                _iso(sched["wake_at"]),
-                sched["waiting_for"],
-                sched["signal_mark"],
-                int(sched["paused"]),
-                run_id,
-            ),
-        )
+        if rows:
+            conn.executemany(
+                "INSERT INTO events (run_id, seq, type, node, attempt, ts, payload) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+        if touched:
+            conn.executemany(
+                "UPDATE runs SET status = ?, updated_at = ?, last_seq = ?, wake_at = ?, waiting_for = ?,"
+                " signal_mark = ?, paused = ? WHERE run_id = ?",
+                [
+                    (
+                        i.status,
+                        _iso(i.updated_at),
+                        i.last_seq,
+                        _iso(i.wake_at),
+                        i.waiting_for,
+                        i.signal_mark,
+                        int(i.paused),
+                        run_id,
+                    )
+                    for run_id, i in touched.items()
+                ],
+            )
 
     # -- reading ------------------------------------------------------------------------------
 
