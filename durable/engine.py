@@ -190,8 +190,7 @@ class Engine:
         if on_conflict not in ("fail", "use_existing", "terminate_existing"):
             raise DurableError(f"on_conflict={on_conflict!r}: use 'fail', 'use_existing' or 'terminate_existing'")
         run_id = run_id if run_id is not None else uuid.uuid4().hex
-        if not isinstance(run_id, str) or not run_id:
-            raise DurableError(f"run_id={run_id!r}: a run id is a non-empty string")
+        _check_run_id(run_id)
         if run_id in self._live or await self.journal.get_run(run_id) is not None:
             if on_conflict == "fail":
                 raise RunAlreadyExists(run_id)
@@ -199,19 +198,7 @@ class Engine:
                 live = self._live.get(run_id)
                 return self._handle_for(live, workflow) if live is not None else await self.resume(run_id, workflow)
             return await self._supersede(workflow, input, run_id, state)
-        input_json = encode_any(input, what="the run's input")
-        initial = self._initial_state(workflow, state)
-        run = self._new_live(workflow, RunState(run_id=run_id))
-        run.record(
-            ev.RunStarted,
-            workflow=workflow.name,
-            version=workflow.version,
-            definition_hash=workflow.definition_hash,
-            definition=workflow.canonical(),
-            input=input_json,
-            parent=_parent,
-            state=initial,
-        )
+        run = self._record_start(workflow, input, run_id, state, _parent)
         try:
             await run.commit()
         except RunAlreadyExists:
@@ -241,7 +228,9 @@ class Engine:
             return RunHandle(run_id, self, workflow)
         return self._launch(tg, self._new_live(workflow, state))
 
-    async def submit(self, workflow: Workflow, input: Any = None, *, run_id: str | None = None) -> str:
+    async def submit(
+        self, workflow: Workflow, input: Any = None, *, run_id: str | None = None, state: Any = None
+    ) -> str:
         """Record a run as ready for any worker to pick up (see :class:`durable.Worker`); return its id.
 
         Nothing runs in this process. Wait for the result from anywhere with :meth:`wait`.
@@ -252,8 +241,14 @@ class Engine:
         """
         workflow = _check_workflow(workflow)
         run_id = run_id if run_id is not None else uuid.uuid4().hex
-        if not isinstance(run_id, str) or not run_id:
-            raise DurableError(f"run_id={run_id!r}: a run id is a non-empty string")
+        _check_run_id(run_id)
+        await self._record_start(workflow, input, run_id, state, None).commit()
+        return run_id
+
+    def _record_start(
+        self, workflow: Workflow, input: Any, run_id: str, state: Any, parent: ev.ParentRef | None
+    ) -> LiveRun:
+        """A new live run with its ``run_started`` recorded (not yet committed)."""
         run = self._new_live(workflow, RunState(run_id=run_id))
         run.record(
             ev.RunStarted,
@@ -262,10 +257,10 @@ class Engine:
             definition_hash=workflow.definition_hash,
             definition=workflow.canonical(),
             input=encode_any(input, what="the run's input"),
-            state=self._initial_state(workflow, None),
+            parent=parent,
+            state=self._initial_state(workflow, state),
         )
-        await run.commit()
-        return run_id
+        return run
 
     async def wait(
         self, run_id: str, workflow: Workflow | None = None, *, timeout: float | None = None, poll: float = 0.05

@@ -34,6 +34,7 @@ __all__ = [
     "check_lease",
     "claimable",
     "schedule_after",
+    "started_run",
     "status_after",
 ]
 
@@ -63,6 +64,15 @@ class RunInfo:
     lease_expires_at: datetime | None = None
     takeovers: int = 0
     parent_run_id: str | None = None  # a child run: its parent runs it, workers never claim it
+
+
+def started_run(run_id: str, first: ev.RunStarted) -> RunInfo:
+    """The index row of a run that ``first`` (its ``run_started``) is about to create."""
+    parent = first.parent.run_id if first.parent is not None else None
+    return RunInfo(
+        run_id, first.workflow, first.version, first.definition_hash, "running", first.ts, first.ts, 0,
+        parent_run_id=parent,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -317,17 +327,7 @@ class InMemoryJournal(Journal):
         if info is None:
             first = events[0]
             assert isinstance(first, ev.RunStarted)
-            info = RunInfo(
-                run_id,
-                first.workflow,
-                first.version,
-                first.definition_hash,
-                "running",
-                first.ts,
-                first.ts,
-                0,
-                parent_run_id=first.parent.run_id if first.parent is not None else None,
-            )
+            info = started_run(run_id, first)
             self._events[run_id] = []
         self._events[run_id].extend(events)
         self._runs[run_id] = replace(

@@ -48,6 +48,7 @@ from .journal import (
     check_lease,
     check_signal,
     schedule_after,
+    started_run,
     status_after,
 )
 
@@ -585,13 +586,9 @@ class SQLiteJournal(Journal):
             if info is None:
                 first = events[0]
                 assert isinstance(first, ev.RunStarted)
-                parent = first.parent.run_id if first.parent is not None else None
-                info = RunInfo(
-                    run_id, first.workflow, first.version, first.definition_hash, "running", first.ts, first.ts, 0,
-                    parent_run_id=parent,
-                )  # fmt: skip
+                info = started_run(run_id, first)
                 ts = _iso(first.ts)
-                new_runs.append((run_id, first.workflow, first.version, first.definition_hash, ts, ts, parent))
+                new_runs.append((run_id, info.workflow, info.version, info.definition_hash, ts, ts, info.parent_run_id))
             last = events[-1]
             info = replace(
                 info,
