@@ -1,7 +1,8 @@
 """Hypothesis strategies for random workflow shapes, built from counting steps.
 
 ``workflows()`` draws chains, forks of 2 to 8 branches, branches of several steps, routes,
-loops and maps, steps that fail a given number of times before they succeed under a retry
+loops, maps, durable sleeps, signal waits that time out to their default, child workflows,
+steps that fail a given number of times before they succeed under a retry
 policy, and steps that fail for good. Every step is deterministic (integer arithmetic on its
 input), so a run's result depends only on the shape and the input: exactly what
 :func:`check_crash_safety` needs. Each drawn step counts its calls in :data:`CALLS`, keyed
@@ -28,7 +29,7 @@ __all__ = ["CALLS", "KINDS", "counting_step", "loop_control", "spread_step", "wo
 CALLS: Counter[tuple[str, str]] = Counter()
 """Calls of every step built here, by (workflow name, node id)."""
 
-KINDS: tuple[str, ...] = ("step", "fork", "route", "loop", "map")
+KINDS: tuple[str, ...] = ("step", "fork", "route", "loop", "map", "sleep", "wait", "child")
 """The node kinds :func:`workflows` can draw."""
 
 _names = itertools.count(1)
@@ -221,7 +222,9 @@ def workflows(
     default. ``"loop"``: a body of up to ``max_branch_steps`` steps (its last one says when to
     stop), bounded by ``max_iterations``, exiting or failing at the bound. ``"map"``: a step
     that makes a list of up to 5 items, then a map over it, limited to 1 to 3 at a time or
-    not. Every lane runs at least one step. With ``kinds=("step", "fork")`` the draws are
+    not. ``"sleep"``: a durable sleep of 0 to 10 ms. ``"wait"``: a ``wait_for`` that no signal
+    reaches, so it times out (0 or 5 ms) and goes on with its drawn default. ``"child"``: a
+    child workflow of one step. Every lane runs at least one step. With ``kinds=("step", "fork")`` the draws are
     exactly those of the first version (chains and forks only).
 
     Args:
@@ -248,6 +251,8 @@ def workflows(
             kind = ("step" if draw(st.booleans()) else "fork") if len(kinds) == 2 else kinds[0]
         else:
             kind = draw(st.sampled_from(list(kinds)))
+            if kind in ("sleep", "wait") and not wf.nodes and "step" in kinds:
+                kind = "step"  # every drawn workflow runs a step, so every crash point is reached
         if kind == "step":
             wf = wf.then(draw(_step("s", broken_left)))
         elif kind == "fork":
@@ -256,6 +261,17 @@ def workflows(
             wf = _add_route(draw, wf, broken_left, max_branches, max_branch_steps)
         elif kind == "loop":
             wf = _add_loop(draw, wf, broken_left, max_branch_steps)
-        else:
+        elif kind == "map":
             wf = _add_map(draw, wf)
+        elif kind == "sleep":
+            wf = wf.sleep(draw(st.sampled_from([0.0, 0.002, 0.01])))
+        elif kind == "wait":
+            # No signal is ever sent: the wait times out and goes on with its default, the
+            # same in every run, crashed or not (a crash keeps the journaled deadline).
+            wf = wf.wait_for(
+                f"sig{next(_names)}", timeout=draw(st.sampled_from([0.0, 0.005])), default=draw(st.integers(-5, 5))
+            )
+        else:
+            child = Workflow(f"child{next(_names)}").then(draw(_step("c", [0])))
+            wf = wf.then(child)
     return wf
