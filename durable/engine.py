@@ -509,8 +509,11 @@ class Engine(ControlMixin):
             with scope:
                 if refold:  # it parked: another process may have written meanwhile (a pause, a cancel)
                     run.state = fold(await self.journal.read(run.run_id), run.run_id)
-                    if run.state.finished:
-                        run.finish(error=RunCancelled(run.run_id, "") if run.state.status == "cancelled" else None)
+                    if run.state.finished:  # ended elsewhere: hand out what the journal says
+                        try:
+                            run.finish(result=await self._stored_result(run.run_id, run.workflow))
+                        except DurableError as ended:  # RunFailed or RunCancelled, as recorded
+                            run.finish(error=ended)
                         return
                 try:
                     value = await run_nodes(run, run.workflow.nodes, run.state.input, top=True)
