@@ -8,7 +8,6 @@ kinds live in :mod:`durable.nodes`, steps in :mod:`durable.steps`.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import typing
@@ -97,7 +96,7 @@ class Workflow:
         self.version = str(version)
         self.nodes = _nodes
         self._hash: str | None = None
-        self._canonical: dict[str, Any] | None = None
+        self._canonical: str | None = None
 
     # -- building ---------------------------------------------------------------------------
 
@@ -307,9 +306,14 @@ class Workflow:
 
     def canonical(self) -> dict[str, Any]:
         """The definition as plain data: structure, names, versions, retry and timeout; no function bodies."""
+        data: dict[str, Any] = json.loads(self._canonical_text())  # a fresh copy: callers may change theirs
+        return data
+
+    def _canonical_text(self) -> str:
+        """The canonical form as sorted, compact JSON, built once (it is what the hash hashes)."""
         if self._canonical is None:
-            self._canonical = self._build_canonical()
-        return copy.deepcopy(self._canonical)  # callers may keep or change theirs
+            self._canonical = json.dumps(self._build_canonical(), sort_keys=True, separators=(",", ":"))
+        return self._canonical
 
     def _build_canonical(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "version": self.version, "nodes": [n.canonical() for n in self.nodes]}
@@ -325,10 +329,7 @@ class Workflow:
     def definition_hash(self) -> str:
         """SHA-256 (hex) of the canonical form, serialised with sorted keys and no whitespace."""
         if self._hash is None:
-            if self._canonical is None:
-                self._canonical = self._build_canonical()
-            text = json.dumps(self._canonical, sort_keys=True, separators=(",", ":"))
-            self._hash = hashlib.sha256(text.encode()).hexdigest()
+            self._hash = hashlib.sha256(self._canonical_text().encode()).hexdigest()
         return self._hash
 
     def __repr__(self) -> str:
