@@ -234,9 +234,7 @@ async def _run_step(run: LiveRun, s: Step[Any, Any], node_id: str, value: Any) -
         st = run.state.nodes.get(node_id)
         if st is not None and st.status == COMPLETED:
             return codec.decode_output(st.output)
-        if st is not None and st.status == FAILED and st.error is not None:  # failed for good before a crash
-            cause = StepError(node_id, st.error.type, st.error.message, st.error.traceback)
-            raise StepFailedForGood(node_id, st.error, cause)
+        _failed_before(run, node_id)
         attempt = (st.attempt if st else 0) + 1
         if st is None or st.status in (NOT_STARTED, INTERRUPTED):
             run.record(ev.StepScheduled, node=node_id, attempt=attempt)
@@ -307,8 +305,6 @@ def decode_node(node: Node, data: Any, state: RunState | None) -> Any:
     match node:
         case StepNode():
             return node.step.codec.decode_output(data)
-        case ForkNode():
-            return {b.name: b.nodes[-1].step.codec.decode_output(data[b.name]) for b in node.branches}
         case RouteNode():
             chosen = state.nodes[node.id].chosen if state is not None and node.id in state.nodes else None
             lane = node.lane(chosen) if chosen is not None else None

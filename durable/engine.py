@@ -25,7 +25,7 @@ from ._codec import encode_any
 from ._control import ControlMixin, check_run_id
 from ._runner import LiveRun, RunParked, StepFailedForGood, decode_node, run_nodes
 from ._scheduler import Parking
-from .definition import ForkNode, Workflow, definition_changes
+from .definition import Workflow, definition_changes
 from .errors import (
     DefinitionMismatch,
     DurableError,
@@ -283,7 +283,7 @@ class Engine(ControlMixin):
                 info = await self.journal.get_run(run_id)
                 if info is None:
                     raise RunNotFound(run_id)
-                if info.status in ("completed", "failed", "cancelled"):
+                if info.status in ev.TERMINAL_STATUSES:
                     return await self._stored_result(run_id, workflow)
                 await anyio.sleep(poll)
 
@@ -624,10 +624,8 @@ def _check_workflow(workflow: Any) -> Workflow:
 
 
 def _result_json(workflow: Workflow, state: RunState) -> Any:
-    last = workflow.nodes[-1]
-    if isinstance(last, ForkNode):
-        return {b.name: state.nodes[b.nodes[-1].id].output for b in last.branches}
-    return state.nodes[last.id].output
+    # A workflow never ends in a fork (a fork is closed by its join step): the last node's output.
+    return state.nodes[workflow.nodes[-1].id].output
 
 
 def _decode_result(workflow: Workflow | None, state: RunState) -> Any:

@@ -45,6 +45,7 @@ __all__ = [
     "StepFailed",
     "StepScheduled",
     "StepStarted",
+    "TERMINAL_STATUSES",
     "TERMINAL_TYPES",
     "utcnow",
 ]
@@ -345,4 +346,6 @@ EVENT_TYPES: frozenset[str] = frozenset(EVENT_CLASSES)
 """The names of every event type."""
 
 TERMINAL_TYPES: frozenset[str] = frozenset({"run_completed", "run_failed", "run_cancelled"})
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+"""A run's status once it has a terminal event (``run_completed`` makes it ``completed``, ...)."""
 """Event types after which a run's journal never grows."""

@@ -80,7 +80,7 @@ class RunState:
     @property
     def finished(self) -> bool:
         """True once a terminal event (completed, failed, cancelled) has been folded."""
-        return self.status in ("completed", "failed", "cancelled")
+        return self.status in ev.TERMINAL_STATUSES
 
     def in_flight(self) -> list[str]:
         """Nodes with an attempt started and not ended: these run again on resume."""

@@ -186,7 +186,7 @@ def check_append(run_id: str, info: RunInfo | None, events: Sequence[ev.Event]) 
         raise RunAlreadyExists(run_id)
     if first.seq != info.last_seq + 1:
         raise SeqConflict(run_id, first.seq, info.last_seq)
-    if info.status in ("completed", "failed", "cancelled"):
+    if info.status in ev.TERMINAL_STATUSES:
         raise JournalError(f"run {run_id!r} has already {info.status}; its journal is closed")
 
 
@@ -441,5 +441,5 @@ def check_signal(run_id: str, info: RunInfo | None) -> None:
     """Refuse a signal to a run that does not exist or has finished."""
     if info is None:
         raise RunNotFound(run_id)
-    if info.status in ("completed", "failed", "cancelled"):
+    if info.status in ev.TERMINAL_STATUSES:
         raise JournalError(f"run {run_id!r} has {info.status}; it takes no more signals")
