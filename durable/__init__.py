@@ -10,7 +10,9 @@ from .definition import Workflow as Workflow
 from .definition import step as step
 from .engine import Engine as Engine
 from .engine import Incompatibility as Incompatibility
+from .engine import Recovery as Recovery
 from .engine import RunHandle as RunHandle
+from .engine import Skipped as Skipped
 from .engine import run as run
 from .errors import DefinitionError as DefinitionError
 from .errors import DefinitionMismatch as DefinitionMismatch
@@ -18,12 +20,15 @@ from .errors import DurableError as DurableError
 from .errors import InvalidRunDocument as InvalidRunDocument
 from .errors import JournalError as JournalError
 from .errors import LeaseLost as LeaseLost
+from .errors import LeaseRequired as LeaseRequired
 from .errors import LoopExhausted as LoopExhausted
 from .errors import NoRouteBranch as NoRouteBranch
 from .errors import NotADurableDatabase as NotADurableDatabase
 from .errors import RunAlreadyExists as RunAlreadyExists
+from .errors import RunBusy as RunBusy
 from .errors import RunCancelled as RunCancelled
 from .errors import RunFailed as RunFailed
+from .errors import RunInterrupted as RunInterrupted
 from .errors import RunNotFound as RunNotFound
 from .errors import SeqConflict as SeqConflict
 from .errors import SeqOutOfRange as SeqOutOfRange
@@ -37,6 +42,8 @@ from .fold import RunState as RunState
 from .fold import fold as fold
 from .journal import InMemoryJournal as InMemoryJournal
 from .journal import Journal as Journal
+from .journal import Lease as Lease
+from .journal import Owner as Owner
 from .journal import RunInfo as RunInfo
 from .nodes import LoopResult as LoopResult
 from .nodes import again as again
@@ -59,19 +66,25 @@ __all__ = [
     "InvalidRunDocument",
     "Journal",
     "JournalError",
+    "Lease",
     "LeaseLost",
+    "LeaseRequired",
     "LoopExhausted",
     "LoopResult",
     "NoRouteBranch",
     "NodeState",
     "NotADurableDatabase",
+    "Owner",
+    "Recovery",
     "ReplayStep",
     "RetryPolicy",
     "RunAlreadyExists",
+    "RunBusy",
     "RunCancelled",
     "RunFailed",
     "RunHandle",
     "RunInfo",
+    "RunInterrupted",
     "RunNotFound",
     "RunState",
     "SQLiteJournal",
@@ -79,6 +92,7 @@ __all__ = [
     "SeqOutOfRange",
     "SerializationError",
     "SignalTimeout",
+    "Skipped",
     "Step",
     "StepContext",
     "StepError",

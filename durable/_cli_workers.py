@@ -22,7 +22,7 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from ._cli_support import CliError, db_option, db_path, existing_db, load, run_async
-from ._runner import LiveRun
+from ._run import LiveRun
 from .cli import cli
 from .engine import Engine
 from .errors import JournalError, LeaseLost, RunCancelled, RunFailed

@@ -1,25 +1,32 @@
-"""Controlling runs from outside their task: signals, cancel, pause and unpause.
+"""Controlling runs from outside their execution: signals, cancel, pause and unpause.
 
-A mixin of :class:`durable.Engine`, kept in a module of its own: these calls race a run's
-own task (which may be starting, running, parked, or in another process), and each such
-race is handled here, in one place.
+Only a run's owner writes into it. A control call on a run that this engine executes is
+handed to the run (its inbox fields), which applies it at its next transition, or at once
+when it is parked. A call on a run that another live owner executes (another process, or
+another engine) becomes a request in the run's inbox (a ``__control__`` signal) that the
+owner's engine delivers the same way. A run that nobody owns is controlled directly: the
+caller takes its lease, writes the event, and gives the lease back.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 
 from . import events as ev
 from ._codec import encode_any
-from ._runner import LiveRun, RunParked
+from ._run import LiveRun, Phase, write
 from ._scheduler import CONTROL_SIGNAL, Parking
-from .errors import DurableError, JournalError, RunCancelled, SeqConflict
-from .fold import RunState, fold
-from .journal import Journal
+from .errors import DurableError, JournalError, RunBusy, RunCancelled, RunNotFound
+from .fold import fold
+from .journal import Journal, Lease, RunInfo, SignalRecord
 
-__all__ = ["ControlMixin", "check_run_id"]
+__all__ = ["Control", "check_run_id"]
+
+log = logging.getLogger("durable")
 
 
 def check_run_id(run_id: Any) -> None:
@@ -27,173 +34,222 @@ def check_run_id(run_id: Any) -> None:
         raise DurableError(f"run_id={run_id!r}: a run id is a non-empty string")
 
 
+class Control:
+    """``signal``, ``cancel``, ``pause`` and ``unpause`` of one engine.
 
-class ControlMixin:
-    """``signal``, ``cancel``, ``pause`` and ``unpause`` for :class:`durable.Engine`."""
+    Args:
+        journal: the engine's journal.
+        live: the runs the engine executes, by id.
+        parking: the engine's parked runs.
+        acquire: takes a run's lease for the engine (raises ``RunBusy`` if a live owner holds it).
+        holder_alive: whether the holder of a run's lease is alive (not a dead process on this host).
+        poll: seconds between looks at a run that another owner is asked to cancel.
+    """
 
-    journal: Journal
-    _live: dict[str, LiveRun]
-    _parking: Parking
+    def __init__(
+        self,
+        journal: Journal,
+        live: dict[str, LiveRun],
+        parking: Parking,
+        acquire: Callable[[str], Awaitable[Lease]],
+        holder_alive: Callable[[RunInfo], bool],
+        poll: float,
+    ) -> None:
+        self._journal = journal
+        self._live = live
+        self._parking = parking
+        self._acquire = acquire
+        self._holder_alive = holder_alive
+        self._poll = poll
 
-    async def state(self, run_id: str, at: int | None = None) -> RunState:  # provided by Engine
-        raise NotImplementedError
+    # -- the calls ----------------------------------------------------------------------------
 
     async def signal(self, run_id: str, name: str, payload: Any = None) -> int:
-        """Send the signal ``name`` to a run; its ``wait_for(name)`` node receives ``payload``.
-
-        The signal is kept (journaled) until the run consumes it, also if it is sent before the
-        run reaches its wait; several are delivered in the order sent. Returns the signal's id.
-
-        Raises:
-            RunNotFound: no such run.
-            JournalError: the run has finished.
-            SerializationError: ``payload`` is not JSON.
-        """
         check_run_id(run_id)
-        if not isinstance(name, str) or not name:
-            raise DurableError("a signal name is a non-empty string")
+        if not isinstance(name, str) or not name or name == CONTROL_SIGNAL:
+            raise DurableError(f"signal name {name!r}: give a non-empty string other than {CONTROL_SIGNAL!r}")
         payload_json = encode_any(payload, what=f"the payload of signal {name!r}")
-        record = await self.journal.send_signal(run_id, name, payload_json)
+        record = await self._journal.send_signal(run_id, name, payload_json)
         live = self._live.get(run_id)
         if live is not None and live.parked is not None and live.parked.signal == name:
             self._parking.wake(run_id)
         return record.id
 
-    async def cancel(self, run_id: str, reason: str = "") -> None:
-        """Cancel a run: it ends ``cancelled`` and is never resumed.
-
-        A running step is cancelled at its next ``await`` (a sync step, when its thread returns);
-        a parked run is cancelled at once. A run that no engine is running is cancelled in the
-        journal. ``handle.result()`` raises :class:`~durable.RunCancelled`.
-
-        Raises:
-            RunNotFound: no such run.
-            DurableError: the run has already finished.
-        """
+    async def cancel(self, run_id: str, reason: str, timeout: float | None) -> None:
         check_run_id(run_id)
         live = self._live.get(run_id)
-        if live is not None and live.scope is not None:
-            live.cancel_reason = reason
-            live.scope.cancel()
-            await live.finished.wait()
-            if live.error is not None and not isinstance(live.error, RunCancelled):
-                raise live.error  # the cancellation could not be recorded (a storage error, say)
+        if live is not None:
+            await self._cancel_live(live, reason)
             return
-        if live is not None and live.parked is not None:
-            await self._control_parked(live, ev.RunCancelled, reason=reason)
-            self._parking.remove(run_id)
-            self._live.pop(run_id, None)
-            live.finish(error=RunCancelled(run_id, reason))
-            return
-        await self._append_control(run_id, ev.RunCancelled, reason=reason)
+        with anyio.fail_after(timeout):
+            await self._from_outside(run_id, "cancel", reason)
 
-    async def _control_parked(self, live: LiveRun, event_type: Any, **fields: Any) -> None:
+    async def pause(self, run_id: str, reason: str) -> None:
+        check_run_id(run_id)
+        live = self._live.get(run_id)
+        if live is None:
+            await self._from_outside(run_id, "pause", reason)
+        elif live.phase is Phase.PARKED:
+            if not live.state.paused:
+                await self._record_parked(live, ev.RunPaused, reason=reason)
+        else:
+            live.pause_requested = reason or "paused"
+            live.unpause_requested = False
+
+    async def unpause(self, run_id: str) -> None:
+        check_run_id(run_id)
+        live = self._live.get(run_id)
+        if live is None:
+            await self._from_outside(run_id, "unpause", "")
+        elif live.phase is Phase.PARKED:
+            if live.state.paused:
+                await self._record_parked(live, ev.RunUnpaused)
+            self._parking.wake(run_id)
+        else:
+            live.pause_requested = None
+            live.unpause_requested = True  # in case it is committing its run_paused right now
+
+    # -- a request from the inbox, for a run this engine executes ---------------------------
+
+    async def apply(self, run: LiveRun, request: SignalRecord) -> None:
+        """Apply one control request from the run's inbox (sent by another process). Never raises."""
+        if request.id <= run.control_seen or run.phase is Phase.FINISHED:
+            return
+        run.control_seen = request.id
+        payload = request.payload if isinstance(request.payload, dict) else {}
+        op, reason = payload.get("op"), str(payload.get("reason") or "")
+        run.request = request.id
+        try:
+            if op == "cancel":
+                if run.phase is Phase.PARKED:
+                    await self._cancel_parked(run, reason)
+                else:
+                    self._cancel_running(run, reason)
+            elif op == "pause":
+                await self.pause(run.run_id, reason)
+            elif op == "unpause":
+                await self.unpause(run.run_id)
+        except DurableError as exc:  # a busy disk: the request stays in the inbox for whoever resumes the run
+            log.warning("durable: applying %s to run %r failed: %s", op, run.run_id, exc)
+
+    async def pending(self, run: LiveRun) -> None:
+        """Apply the control requests that reached the run's inbox while nobody applied them (on resume)."""
+        for request in await self._journal.read_signals(run.run_id, name=CONTROL_SIGNAL, after=run.control_seen):
+            await self.apply(run, request)
+
+    # -- runs of this engine --------------------------------------------------------------
+
+    def _cancel_running(self, run: LiveRun, reason: str) -> None:
+        run.cancel_reason = reason
+        if run.scope is not None:
+            run.scope.cancel()
+
+    async def _cancel_live(self, run: LiveRun, reason: str) -> None:
+        if run.phase is Phase.PARKED:
+            await self._cancel_parked(run, reason)
+            return
+        self._cancel_running(run, reason)
+        await run.finished.wait()
+        if isinstance(run.error, RunCancelled):
+            return
+        if run.error is None:
+            raise DurableError(f"run {run.run_id!r} completed before the cancel reached it; nothing was cancelled")
+        raise run.error  # the cancellation could not be recorded (a storage error, say)
+
+    async def _cancel_parked(self, run: LiveRun, reason: str) -> None:
+        await self._record_parked(run, ev.RunCancelled, reason=reason)
+        self._parking.remove(run.run_id)
+        self._live.pop(run.run_id, None)
+        run.finish(error=RunCancelled(run.run_id, reason))
+        await self._give_back(run)
+
+    async def _record_parked(self, run: LiveRun, event_type: Any, **fields: Any) -> None:
         """Record a control event on a run parked here.
 
         If it cannot be committed, the run is dropped from this engine (its live state would be
-        ahead of the journal) and the error is raised.
+        ahead of the journal) and the error is raised; whoever resumes it goes on from the journal.
         """
-        live.record(event_type, **fields)
+        run.record_control(event_type, **fields)
         try:
-            with anyio.CancelScope(shield=True):
-                await live.commit()
+            await run.commit()
         except BaseException as exc:
-            self._parking.remove(live.run_id)
-            self._live.pop(live.run_id, None)
-            live.finish(error=exc)
+            self._parking.remove(run.run_id)
+            self._live.pop(run.run_id, None)
+            run.finish(error=exc)
             raise
 
-    async def pause(self, run_id: str, reason: str = "") -> None:
-        """Pause a run: it starts no new node until :meth:`unpause`.
-
-        It takes effect at the next node of the workflow's top-level chain; a node in progress
-        finishes first.
-
-        Raises:
-            RunNotFound: no such run.
-            DurableError: the run has finished.
-        """
-        check_run_id(run_id)
-        live = self._live.get(run_id)
-        if live is not None and live.scope is not None:
-            live.pause_requested = reason or "paused"
-            return
-        if live is not None and live.parked is not None:
-            if not live.state.paused:
-                await self._control_parked(live, ev.RunPaused, reason=reason)
-            return
-        state = await self.state(run_id)
-        if not state.paused:
-            await self._append_control(run_id, ev.RunPaused, reason=reason)
-
-    async def unpause(self, run_id: str) -> None:
-        """Let a paused run go on.
-
-        A paused run of this engine wakes at once; one that no engine runs goes on when it is
-        next resumed (``recover``/``resume``).
-
-        Raises:
-            RunNotFound: no such run.
-            DurableError: the run has finished.
-        """
-        check_run_id(run_id)
-        live = self._live.get(run_id)
-        if live is not None and live.scope is not None:
-            live.pause_requested = None
-            live.unpause_requested = True  # in case it is committing its run_paused right now
-            return
-        if live is not None and live.parked is not None:
-            if live.state.paused:
-                await self._control_parked(live, ev.RunUnpaused)
-            self._parking.wake(run_id)
-            return
-        state = await self.state(run_id)
-        if state.finished:
-            raise DurableError(f"run {run_id!r} has already {state.status}; there is nothing to unpause")
-        if state.paused:
-            await self._append_control(run_id, ev.RunUnpaused)
-
-    async def _append_control(self, run_id: str, event_type: Any, **fields: Any) -> None:
-        """Append a control event to a run that no engine of this process is running.
-
-        Another process may have it parked: a ``__control__`` signal makes its engine wake it,
-        re-read the journal, and see the pause or the cancel.
-        """
-        try:
-            await self.journal.send_signal(run_id, CONTROL_SIGNAL, event_type.model_fields["type"].default)
-        except JournalError:
-            pass  # finished: the checks below say so
-        for _ in range(5):
-            state = await self.state(run_id)
-            if state.finished:
-                raise DurableError(f"run {run_id!r} has already {state.status}; there is nothing to control")
-            event = event_type(seq=state.last_seq + 1, ts=ev.utcnow(), **fields)
+    async def _give_back(self, run: LiveRun) -> None:
+        if run.lease is not None:
             try:
-                await self.journal.append(run_id, [event])
-                return
-            except SeqConflict:  # another process advanced it meanwhile: read again
+                with anyio.CancelScope(shield=True):
+                    await self._journal.release(run.lease)
+            except DurableError:
+                pass  # it expires by itself; the run has ended anyway
+
+    # -- runs this engine does not execute --------------------------------------------------
+
+    async def _from_outside(self, run_id: str, op: str, reason: str) -> None:
+        """Control a run this engine does not execute: ask its live owner, or act as its owner."""
+        request: int | None = None
+        while True:
+            info = await self._journal.get_run(run_id)
+            if info is None:
+                raise RunNotFound(run_id)
+            if info.status in ev.TERMINAL_STATUSES:
+                if request is not None and info.status == "cancelled":
+                    return
+                if request is not None:
+                    raise DurableError(
+                        f"run {run_id!r} {info.status} before the cancel reached its owner; nothing was cancelled"
+                    )
+                raise DurableError(f"run {run_id!r} has already {info.status}; there is nothing to {op}")
+            if info.lease_live(ev.utcnow()) and self._holder_alive(info):
+                if request is None:
+                    payload = {"op": op, "reason": reason}
+                    request = (await self._journal.send_signal(run_id, CONTROL_SIGNAL, payload)).id
+                if op != "cancel":
+                    return  # the owner applies it at the run's next transition
+                await anyio.sleep(self._poll)
                 continue
-        raise DurableError(f"run {run_id!r} kept changing under us; try again")
+            try:
+                lease = await self._acquire(run_id)
+            except RunBusy:
+                continue  # someone took it up meanwhile: ask them
+            except JournalError:
+                continue  # it finished meanwhile: the checks above say how
+            try:
+                done = await self._apply_as_owner(run_id, lease, op, reason, request)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._journal.release(lease)
+            if done and op == "cancel":
+                await self._cancel_children(run_id)
+            return
 
+    async def _apply_as_owner(self, run_id: str, lease: Lease, op: str, reason: str, request: int | None) -> bool:
+        state = fold(await self._journal.read(run_id), run_id)
+        if state.finished:
+            raise DurableError(f"run {run_id!r} has already {state.status}; there is nothing to {op}")
+        event_type: Any
+        fields: dict[str, Any] = {"request": request}
+        if op == "cancel":
+            event_type, fields["reason"] = ev.RunCancelled, reason
+        elif op == "pause":
+            if state.paused:
+                return False
+            event_type, fields["reason"] = ev.RunPaused, reason
+        else:
+            if not state.paused:
+                return False
+            event_type = ev.RunUnpaused
+        event = event_type(seq=state.last_seq + 1, ts=ev.utcnow(), **fields)
+        await write(self._journal, run_id, [event], lease)
+        return True
 
-    async def _controlled_elsewhere(self, run: LiveRun) -> bool:
-        """After a SeqConflict: if another process cancelled or paused the run, act on it; else False."""
-        with anyio.CancelScope(shield=True):
-            events = await self.journal.read(run.run_id)
-        state = fold(events, run.run_id)
-        last = events[-1] if events else None
-        if isinstance(last, ev.RunCancelled):
-            run.finish(error=RunCancelled(run.run_id, last.reason))
-            return True
-        if state.paused and not state.finished and run.lease is None:
-            run.state = state
-            run.parked = RunParked(None)
-            self._parking.park(run)  # the step in flight runs again on unpause (at least once)
-            return True
-        return False
-
-    async def _record_cancel(self, run: LiveRun, reason: str) -> None:
-        run.record(ev.RunCancelled, reason=reason)
-        with anyio.CancelScope(shield=True):
-            await run.commit()
-        run.finish(error=RunCancelled(run.run_id, reason))
+    async def _cancel_children(self, run_id: str) -> None:
+        """A cancelled parent takes its running children with it (they would never be resumed otherwise)."""
+        for child in await self._journal.list_runs(status="running", parent=run_id):
+            try:
+                await self.cancel(child.run_id, f"its parent {run_id!r} was cancelled", None)
+            except DurableError as exc:  # it ended meanwhile
+                log.info("durable: child %r of cancelled run %r: %s", child.run_id, run_id, exc)

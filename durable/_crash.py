@@ -115,3 +115,9 @@ def write_fault() -> None:
     fault.count += 1
     if fault.count == fault.at or (fault.persistent and fault.count > fault.at):
         raise sqlite3.OperationalError(fault.message)
+
+
+def fired() -> bool:
+    """Whether an armed crash has fired: the (simulated) process is dead and writes nothing more."""
+    schedule = _schedule
+    return schedule is not None and schedule.fired is not None

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from enum import Enum
 from typing import Any
 
@@ -23,8 +23,8 @@ from anyio.abc import TaskGroup
 from . import _crash
 from . import events as ev
 from ._codec import encode_any
+from ._run import LiveRun, RunParked
 from .context import StepContext, _current
-from .definition import Workflow
 from .errors import (
     DurableError,
     LoopExhausted,
@@ -35,7 +35,6 @@ from .errors import (
     StepTimeout,
 )
 from .fold import COMPLETED, FAILED, INTERRUPTED, NOT_STARTED, RunState
-from .journal import Journal, Lease
 from .nodes import (
     ChildNode,
     ForkNode,
@@ -51,11 +50,28 @@ from .nodes import (
 from .retry import backoff_delay
 from .steps import Step
 
-__all__ = ["LiveRun", "RunParked", "StepFailedForGood", "decode_node", "run_nodes"]
+__all__ = ["StepFailedForGood", "StepInterrupted", "decode_node", "run_nodes"]
 
 
-class StepFailedForGood(Exception):
-    """Internal: a step failed with no retry left; unwinds to the run, which records run_failed."""
+class StepInterrupted(BaseException):
+    """Internal stop signal: ``KeyboardInterrupt`` or ``SystemExit`` was raised inside a step.
+
+    Carried up as this (not as itself: asyncio treats those two specially inside a task and
+    would tear the event loop down) so that the run stops as a crash would; the engine raises
+    the original again once it has shut down cleanly.
+    """
+
+    def __init__(self, original: BaseException, node: str) -> None:
+        super().__init__(f"{type(original).__name__} in step {node!r}")
+        self.original = original
+        self.node = node
+
+
+class StepFailedForGood(BaseException):
+    """Internal stop signal: a step failed with no retry left; unwinds to the run, which records run_failed.
+
+    A ``BaseException``, so that no ``except Exception:`` on the way can swallow it.
+    """
 
     def __init__(self, node: str, info: ev.ErrorInfo, cause: BaseException, branch: str | None = None) -> None:
         super().__init__(info.message)
@@ -74,88 +90,17 @@ def error_info(exc: BaseException, node: str | None) -> ev.ErrorInfo:
     )
 
 
-class LiveRun:
-    """A run executing in this engine: its workflow, its live state, and its outcome."""
-
-    def __init__(self, journal: Journal, workflow: Workflow, state: RunState) -> None:
-        assert state.run_id is not None
-        self.journal = journal
-        self.run_id: str = state.run_id
-        self.workflow = workflow
-        self.state = state
-        self._pending: list[ev.Event] = []
-        self.finished = anyio.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.pause_requested: str | None = None  # a reason, once engine.pause() asked
-        self.unpause_requested = False  # engine.unpause() asked while the run had its task
-        self.cancel_reason: str | None = None  # set by engine.cancel() before it cancels the scope
-        self.scope: anyio.CancelScope | None = None  # the run's task, while it has one
-        self.parked: RunParked | None = None  # why the run waits, while it has no task
-        self.spawn_child: Callable[[Workflow, Any, str, ev.ParentRef], Awaitable[tuple[bool, Any]]] | None = None
-        self.lease: Lease | None = None  # held when a worker runs it: every commit is fenced by it
-        self.on_exit: Callable[[LiveRun], Awaitable[None]] | None = None  # a worker's hook: the task ended
-
-    def shared_model(self) -> Any:
-        """A fresh instance of the shared context for one step, or ``None`` if the workflow has none."""
-        model = self.workflow.state_model
-        if model is None:
-            return None
-        return model.model_validate(self.state.shared or {})
-
-    def state_patch(self, before: dict[str, Any] | None, shared: Any) -> dict[str, Any] | None:
-        """The fields of the shared context a step changed (compared with what it started from)."""
-        if shared is None or before is None:
-            return None
-        after = shared.model_dump(mode="json")
-        return {k: v for k, v in after.items() if before.get(k) != v} or None
-
-    def record(self, event_type: Any, **fields: Any) -> ev.Event:
-        """Create the next event (seq and time assigned), apply it to the live state, queue it for commit."""
-        event: ev.Event = event_type(seq=self.state.last_seq + 1, ts=ev.utcnow(), **fields)
-        self.state.apply(event)
-        self._pending.append(event)
-        return event
-
-    async def commit(self) -> None:
-        """Commit every recorded event. Shielded: once recorded, an event is committed or the run is broken."""
-        if not self._pending:
-            return
-        _crash.reached("before_append")
-        batch, self._pending = self._pending, []
-        with anyio.CancelScope(shield=True):
-            await self.journal.append(self.run_id, batch, lease=self.lease)
-        _crash.reached("after_commit")
-
-    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
-        self.result, self.error = result, error
-        self.finished.set()
-
-
-class RunParked(Exception):
-    """Internal: the run waits (a sleep, a signal, a pause) and gives up its task until ``until``.
-
-    ``until`` is ``None`` when only a signal or an unpause can wake it.
-    """
-
-    def __init__(self, until: datetime | None, signal: str | None = None, seen: int = 0) -> None:
-        super().__init__(f"parked until {until} (signal {signal!r})")
-        self.until = until
-        self.signal = signal
-        self.seen = seen  # the newest signal id of that name the run had seen: newer ones wake it
-
-
 async def run_nodes(run: LiveRun, nodes: Sequence[Node], value: Any, *, top: bool = False) -> Any:
     """Run ``nodes`` in order, each on the previous one's output; return the last output."""
     for node in nodes:
         if top and run.pause_requested and not run.state.paused:
-            run.record(ev.RunPaused, reason=run.pause_requested)
+            run.record_control(ev.RunPaused, reason=run.pause_requested)
             run.pause_requested = None  # done: an unpause must not find it asked again
         if top and run.state.paused:
             await run.commit()
             if not run.unpause_requested:
                 raise RunParked(None)
-            run.record(ev.RunUnpaused)  # unpaused while its run_paused was being committed
+            run.record_control(ev.RunUnpaused)  # unpaused while its run_paused was being committed
         run.unpause_requested = False
         value = await run_node(run, node, value)
     return value
@@ -224,6 +169,7 @@ async def _run_fork(run: LiveRun, node: ForkNode, value: Any) -> Any:
     run.record(ev.ForkJoined, node=node.id)
     return {b.name: outputs[b.name] for b in node.branches}
 
+
 async def _run_step(run: LiveRun, s: Step[Any, Any], node_id: str, value: Any) -> Any:
     """Run one step under the journal name ``node_id``, with its retries and timeout."""
     codec = s.codec
@@ -265,6 +211,8 @@ async def _run_step(run: LiveRun, s: Step[Any, Any], node_id: str, value: Any) -
                 out = await _call(s, arg, codec.takes_input)
             _crash.reached("in_step")
             output = codec.encode_output(out)
+        except (KeyboardInterrupt, SystemExit) as stop:  # stop the run as a crash would: write nothing more
+            raise StepInterrupted(stop, node_id) from None
         except SerializationError as exc:  # deterministic: retrying cannot help
             info = error_info(exc, node_id)
             run.record(ev.StepFailed, node=node_id, attempt=attempt, error=info, final=True)
@@ -293,7 +241,18 @@ async def _call(s: Any, arg: Any, takes_input: bool) -> Any:
         return await s.fn(*args)
     # A sync step runs in a worker thread so the loop stays free. Cancellation (a failing
     # sibling, a timeout) takes effect when the thread returns: a thread cannot be interrupted.
-    return await anyio.to_thread.run_sync(s.fn, *args)
+    out, stop = await anyio.to_thread.run_sync(_guarded, s.fn, *args)
+    if stop is not None:
+        raise stop  # caught by _run_step at once, before asyncio's own handling of these can see it
+    return out
+
+
+def _guarded(fn: Callable[..., Any], *args: Any) -> tuple[Any, BaseException | None]:
+    """In the worker thread: hand back Ctrl-C or SystemExit as a value, not through the thread pool."""
+    try:
+        return fn(*args), None
+    except (KeyboardInterrupt, SystemExit) as stop:
+        return None, stop
 
 
 def _branch_output(state: RunState, last: StepNode) -> Any:

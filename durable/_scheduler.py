@@ -3,37 +3,57 @@
 A parked run holds no task, thread or connection: only its entry here. One loop, a task of
 the engine's task group, sleeps until the earliest wake-up time (or until nudged), wakes the
 runs that are due, and polls the journal's signal inbox (one query for all runs, by a
-cursor) so that signals sent by other processes wake their runs too.
+cursor) so that signals sent by other processes wake their runs too, and control requests
+(cancel, pause, unpause) sent by other processes reach the runs this engine owns.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 
 from . import events as ev
-from ._runner import LiveRun
+from ._run import LiveRun
 from .errors import DurableError
-from .journal import Journal
+from .journal import Journal, SignalRecord
 
 log = logging.getLogger("durable")
 
 __all__ = ["CONTROL_SIGNAL", "Parking"]
 
 CONTROL_SIGNAL = "__control__"
-"""Sent by another process's pause/cancel: wakes a run parked here, which re-reads its journal."""
+"""The inbox of control requests: another process's cancel, pause or unpause of a run that an
+owner executes, as ``{"op": "cancel" | "pause" | "unpause", "reason": str}``. The owner applies
+each at the run's next transition and marks the event it writes with the request's id."""
 
 
 class Parking:
-    """The parked runs of one engine, and the loop that wakes them."""
+    """The parked runs of one engine, and the loop that wakes them and delivers control requests.
 
-    def __init__(self, journal: Journal, wake: Callable[[LiveRun], None], poll_interval: float) -> None:
+    Args:
+        journal: where signals are read.
+        wake: gives a parked run a task again.
+        poll_interval: seconds between looks at the inbox while this engine has live runs.
+        live: every run this engine executes (running or parked): their control requests are delivered.
+        on_control: applies one control request to one live run.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        wake: Callable[[LiveRun], None],
+        poll_interval: float,
+        live: Mapping[str, LiveRun],
+        on_control: Callable[[LiveRun, SignalRecord], Awaitable[None]],
+    ) -> None:
         self._journal = journal
         self._wake = wake
         self._poll = poll_interval
+        self._live = live
+        self._on_control = on_control
         self._runs: dict[str, LiveRun] = {}
         self._nudged = anyio.Event()
         self._cursor = 0
@@ -49,6 +69,10 @@ class Parking:
             # A signal may have come between the run reading its inbox and parking, and the
             # global cursor below may have passed it already: read this run's inbox once.
             self._unchecked.add(run.run_id)
+        self._nudged.set()
+
+    def nudge(self) -> None:
+        """Look again now (a run went live: its inbox is polled from now on)."""
         self._nudged.set()
 
     def remove(self, run_id: str) -> LiveRun | None:
@@ -70,13 +94,16 @@ class Parking:
             if run is not None and run.parked is not None and run.parked.signal:
                 if await self._journal.read_signals(run_id, name=run.parked.signal, after=run.parked.seen):
                     self.wake(run_id)
-        if self._runs:
+        if self._live:
             for signal in await self._journal.read_signals(None, after=self._cursor):
                 self._cursor = signal.id
-                target = self._runs.get(signal.run_id)
-                if target is None or target.parked is None:
+                if signal.name == CONTROL_SIGNAL:
+                    run = self._live.get(signal.run_id)
+                    if run is not None:
+                        await self._on_control(run, signal)
                     continue
-                if signal.name == CONTROL_SIGNAL or target.parked.signal == signal.name:
+                target = self._runs.get(signal.run_id)
+                if target is not None and target.parked is not None and target.parked.signal == signal.name:
                     self.wake(signal.run_id)
 
     async def start(self) -> None:
@@ -99,7 +126,7 @@ class Parking:
                 log.warning("durable: reading the signal inbox failed: %s", exc)
             dues = [r.parked.until for r in self._runs.values() if r.parked and r.parked.until]
             delay = (min(dues) - ev.utcnow()).total_seconds() if dues else math.inf
-            if self._runs:  # any parked run may get a signal or a control from another process
+            if self._live:  # a parked run may get a signal, any live run a control request from elsewhere
                 delay = min(delay, self._poll)
             with anyio.move_on_after(max(0.0, delay)):
                 await self._nudged.wait()

@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import TypeAdapter
 
 from . import events as ev
-from .journal import Claim, Lease, RunInfo
+from .journal import Claim, Lease, Owner, RunInfo, leased
 
 APPLICATION_ID = 0x44524231  # "DRB1", in the database header: marks the file as a durable journal
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 # Each entry takes the schema from version i to i+1. Never edit a released entry: add one.
@@ -91,13 +91,21 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE runs ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN parent_run_id TEXT",  # child runs run inside their parent's task
     ],
+    [  # 3 -> 4: every execution holds a lease; who holds it (host, pid, since), for takeovers and people
+        "ALTER TABLE runs ADD COLUMN lease_host TEXT",
+        "ALTER TABLE runs ADD COLUMN lease_pid INTEGER",
+        "ALTER TABLE runs ADD COLUMN lease_since TEXT",
+        "CREATE INDEX runs_by_lease ON runs (lease_host, lease_owner) WHERE lease_owner IS NOT NULL",
+        "CREATE INDEX runs_by_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL",
+    ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 _COLUMNS = {"seq", "ts", "type", "node", "attempt"}
 _RUN_FIELDS = (
     "workflow, version, definition_hash, status, created_at, updated_at, last_seq, wake_at, waiting_for, "
-    "signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers, parent_run_id"
+    "signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers, parent_run_id, lease_host, lease_pid, "
+    "lease_since"
 )
 
 
@@ -143,33 +151,39 @@ def decode_event(seq: int, type_: str, node: str | None, attempt: int | None, ts
     return decode_rows([(seq, type_, node, attempt, ts, payload)])[0]
 
 
-
-
 def _claim(
-    conn: sqlite3.Connection, owner: str, hashes: list[str], limit: int, ttl: float, caps: dict[str, int]
+    conn: sqlite3.Connection,
+    owner: Owner,
+    hashes: list[str],
+    limit: int,
+    ttl: float,
+    caps: dict[str, int],
+    dead: list[str],
 ) -> list[Claim]:
     """The claim transaction's body (see :meth:`Journal.claim`); the rule is :func:`claimable`'s, in SQL."""
     now = ev.utcnow()
     now_iso = _iso(now)
+    dead_marks = ",".join("?" * len(dead))
+    not_dead = f"AND lease_owner NOT IN ({dead_marks})" if dead else ""
     live: dict[str, int] = dict(
         conn.execute(
-            "SELECT workflow, count(*) FROM runs WHERE lease_owner IS NOT NULL AND lease_expires_at >= ?"
-            " GROUP BY workflow",
-            (now_iso,),
+            "SELECT workflow, count(*) FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL"
+            f" AND lease_expires_at >= ? {not_dead} GROUP BY workflow",
+            (now_iso, *dead),
         ).fetchall()
     )
-    until = _iso(now + timedelta(seconds=ttl))
     out: list[Claim] = []
     while len(out) < limit:
         full = [w for w, cap in caps.items() if live.get(w, 0) >= cap]  # at their cap: not even looked at
         marks = ",".join("?" * len(hashes))
         not_full = f"AND workflow NOT IN ({','.join('?' * len(full))})" if full else ""
+        or_dead = f"OR lease_owner IN ({dead_marks})" if dead else ""
         rows = conn.execute(
             f"""
-            SELECT run_id, workflow, definition_hash, lease_owner, lease_token, takeovers FROM runs
+            SELECT run_id, {_RUN_FIELDS} FROM runs
             WHERE status = 'running' AND paused = 0 AND parent_run_id IS NULL
               AND definition_hash IN ({marks}) {not_full}
-              AND (lease_owner IS NULL OR lease_expires_at < ?)
+              AND (lease_owner IS NULL OR lease_expires_at < ? {or_dead})
               AND ((wake_at IS NULL AND waiting_for IS NULL)
                    OR wake_at <= ?
                    OR (waiting_for IS NOT NULL AND EXISTS (
@@ -178,28 +192,36 @@ def _claim(
             ORDER BY created_at, run_id
             LIMIT ?
             """,
-            (*hashes, *full, now_iso, now_iso, limit),
+            (*hashes, *full, now_iso, *dead, now_iso, limit),
         ).fetchall()
         before = (len(out), len(full))
-        for run_id, workflow, definition_hash, previous_owner, token, takeovers in rows:
+        for row in rows:
             if len(out) >= limit:
                 break
-            cap = caps.get(workflow)
-            if cap is not None and live.get(workflow, 0) >= cap:
+            info = _run_info(row[0], row[1:])
+            cap = caps.get(info.workflow)
+            if cap is not None and live.get(info.workflow, 0) >= cap:
                 continue
-            live[workflow] = live.get(workflow, 0) + 1
-            takeovers += 1 if previous_owner is not None else 0
-            conn.execute(
-                "UPDATE runs SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, takeovers = ?"
-                " WHERE run_id = ?",
-                (owner, token + 1, until, takeovers, run_id),
-            )
-            out.append(Claim(Lease(run_id, owner, token + 1), workflow, definition_hash, takeovers))
+            live[info.workflow] = live.get(info.workflow, 0) + 1
+            info = leased(info, owner, now, ttl)
+            write_lease(conn, info)
+            out.append(Claim(Lease(info.run_id, owner.name, info.lease_token), info.workflow, info.definition_hash,
+                             info.takeovers))  # fmt: skip
         # Claimed rows drop out of the next query and full workflows are excluded from it: each
         # round claims something or fills a cap, or there is nothing more to claim.
         if not rows or (len(out), len([w for w, cap in caps.items() if live.get(w, 0) >= cap])) == before:
             break
     return out
+
+
+def write_lease(conn: sqlite3.Connection, info: RunInfo) -> None:
+    """Store the lease columns of ``info`` (a claim, an acquire, or a release)."""
+    conn.execute(
+        "UPDATE runs SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, takeovers = ?, lease_host = ?,"
+        " lease_pid = ?, lease_since = ? WHERE run_id = ?",
+        (info.lease_owner, info.lease_token, _iso(info.lease_expires_at), info.takeovers, info.lease_host,
+         info.lease_pid, _iso(info.lease_since), info.run_id),
+    )  # fmt: skip
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -213,7 +235,8 @@ def _time(value: str | None) -> datetime | None:
 
 def _run_info(run_id: str, row: Sequence[Any]) -> RunInfo:
     (workflow, version, definition_hash, status, created_at, updated_at, last_seq, wake_at, waiting_for,
-     signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers, parent_run_id) = row  # fmt: skip
+     signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers, parent_run_id, lease_host,
+     lease_pid, lease_since) = row  # fmt: skip
     return RunInfo(
         run_id,
         workflow,
@@ -232,4 +255,7 @@ def _run_info(run_id: str, row: Sequence[Any]) -> RunInfo:
         _time(lease_expires_at),
         takeovers,
         parent_run_id,
+        lease_host,
+        lease_pid,
+        _time(lease_since),
     )

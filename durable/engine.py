@@ -10,6 +10,7 @@ consistent prefix that can be resumed.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -20,30 +21,36 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
+from . import _crash
 from . import events as ev
 from ._codec import encode_any
-from ._control import ControlMixin, check_run_id
-from ._runner import LiveRun, RunParked, StepFailedForGood, decode_node, run_nodes
+from ._control import Control, check_run_id
+from ._ownership import Leases, holder_alive
+from ._run import LiveRun, Phase, RunParked, write
+from ._runner import StepFailedForGood, StepInterrupted, decode_node, run_nodes
 from ._scheduler import Parking
 from .definition import Workflow, definition_changes
 from .errors import (
     DefinitionMismatch,
     DurableError,
+    JournalError,
+    LeaseLost,
     RunAlreadyExists,
+    RunBusy,
     RunCancelled,
     RunFailed,
+    RunInterrupted,
     RunNotFound,
-    SeqConflict,
     SeqOutOfRange,
     SerializationError,
     StepError,
 )
 from .fold import RunState, fold
-from .journal import Journal, Lease, RunInfo
+from .journal import Journal, Lease, Owner, RunInfo
 from .portable import export_document, fork_events, parse_document
 from .sqlite import SQLiteJournal, Synchronous
 
-__all__ = ["Engine", "Incompatibility", "RunHandle", "run"]
+__all__ = ["Engine", "Incompatibility", "Recovery", "RunHandle", "Skipped", "run"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,33 @@ class Incompatibility:
     version: str
     definition_hash: str
     changes: list[str]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A run that :meth:`Engine.recover` left alone, and why.
+
+    ``reason`` is ``"owned"`` (a live owner executes it; ``detail`` names it), ``"definition"``
+    (its workflow was given, but not its definition; ``detail`` lists the changes),
+    ``"workflow"`` (no definition of its workflow was given) or ``"child"`` (its parent run
+    resumes it).
+    """
+
+    run_id: str
+    workflow: str
+    reason: str
+    detail: str
+
+
+class Recovery(list["RunHandle"]):
+    """What :meth:`Engine.recover` did: the list of the runs it resumed, and ``skipped``, the ones it left."""
+
+    def __init__(self, resumed: Iterable[RunHandle] = (), skipped: Iterable[Skipped] = ()) -> None:
+        super().__init__(resumed)
+        self.skipped: list[Skipped] = list(skipped)
+
+    def __repr__(self) -> str:
+        return f"Recovery(resumed={[h.run_id for h in self]!r}, skipped={self.skipped!r})"
 
 
 @dataclass(frozen=True)
@@ -86,7 +120,7 @@ class RunHandle:
         return await self._engine.state(self.run_id)
 
 
-class Engine(ControlMixin):
+class Engine:
     """Runs workflows durably against one journal.
 
     ::
@@ -99,11 +133,18 @@ class Engine(ControlMixin):
         synchronous: SQLite's ``synchronous`` setting: ``"FULL"`` (default, survives power loss)
             or ``"NORMAL"`` (faster; survives process crashes). Ignored for a ``Journal`` object.
         busy_timeout: seconds to wait for another process's write lock.
-        signal_poll_interval: how often (seconds) a run parked here for a signal looks for
-            signals sent by other processes (signals sent through this engine wake it at once).
+        signal_poll_interval: how often (seconds) the engine looks for signals and control
+            requests sent by other processes to the runs it executes (those sent through this
+            engine arrive at once).
+        lease_ttl: seconds a run's lease lasts without a heartbeat (renewed every third of it).
+            If this process dies, another on the same host takes its runs over at once; one on
+            another host, when their leases expire.
+        owner: this engine's name in leases; ``host:pid:random`` by default.
 
-    Leaving the ``async with`` block stops the runs still in progress as a crash would: they
-    write nothing more and can be resumed later.
+    Every run the engine executes is owned by it: it holds the run's lease, and every event
+    it writes carries the lease's fencing token. Leaving the ``async with`` block stops the
+    runs still in progress as a crash would (they write nothing more) and gives their leases
+    back, so that they can be resumed at once, here or elsewhere.
     """
 
     def __init__(
@@ -113,22 +154,39 @@ class Engine(ControlMixin):
         synchronous: Synchronous = "FULL",
         busy_timeout: float = 5.0,
         signal_poll_interval: float = 0.5,
+        lease_ttl: float = 10.0,
+        owner: str | None = None,
     ) -> None:
         if not isinstance(signal_poll_interval, int | float) or signal_poll_interval <= 0:
             raise DurableError(f"signal_poll_interval={signal_poll_interval!r}: give a positive number of seconds")
+        if not isinstance(lease_ttl, int | float) or lease_ttl <= 0:
+            raise DurableError(f"lease_ttl={lease_ttl!r}: give a positive number of seconds")
         self.journal: Journal = (
             db if isinstance(db, Journal) else SQLiteJournal(db, synchronous=synchronous, busy_timeout=busy_timeout)
         )
+        self.owner = Owner.here(owner)
         self._tg: TaskGroup | None = None
         self._live: dict[str, LiveRun] = {}
-        self._parking = Parking(self.journal, self._wake, signal_poll_interval)
+        self._leases = Leases(self.journal, self.owner, float(lease_ttl), self._live, self._lease_lost)
+        self._parking = Parking(self.journal, self._wake, signal_poll_interval, self._live, self._apply_control)
+        self._control = Control(
+            self.journal, self._live, self._parking, self._leases.acquire, holder_alive, min(0.1, signal_poll_interval)
+        )
+        self._handed_back: list[Lease] = []  # leases of runs stopped by shutdown, given back on exit
+        self._stopped: dict[str, LiveRun] = {}  # runs stopped by shutdown or an interrupt: where they were
+
+    @property
+    def lease_ttl(self) -> float:
+        return self._leases.ttl
 
     async def __aenter__(self) -> Engine:
         await self.journal.open()
+        self._leases.open()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         await self._parking.start()
         self._tg.start_soon(self._parking.loop, name="durable: wake parked runs")
+        self._tg.start_soon(self._leases.heartbeat, name="durable: renew leases")
         return self
 
     async def __aexit__(
@@ -142,10 +200,25 @@ class Engine(ControlMixin):
             # Runs never raise into the group (they keep their errors for their handles), so
             # what is here is the block's own exception or a simulated crash: raise it as
             # itself, not wrapped, so that `except RunNotFound:` around the block still works.
-            raise _unwrap(group) from None
+            leaf = _unwrap(group)
+            raise (leaf.original if isinstance(leaf, StepInterrupted) else leaf) from None
         finally:
             self._tg = None
-            await self.journal.close()
+            try:
+                await self._give_back_all()
+            finally:
+                self._leases.close()
+                await self.journal.close()
+
+    async def _give_back_all(self) -> None:
+        """On exit: give back the leases of the runs still here, so they can be resumed at once elsewhere."""
+        if _crash.fired():  # a (simulated) dead process writes nothing
+            return
+        leases = self._handed_back + [r.lease for r in self._live.values() if r.lease is not None]
+        self._handed_back = []
+        self._live.clear()
+        for lease in leases:
+            await self._leases.release(lease)
 
     def _group(self) -> TaskGroup:
         if self._tg is None:
@@ -198,9 +271,9 @@ class Engine(ControlMixin):
                 live = self._live.get(run_id)
                 return self._handle_for(live, workflow) if live is not None else await self.resume(run_id, workflow)
             return await self._supersede(workflow, input, run_id, state)
-        run = self._record_start(workflow, input, run_id, state, _parent)
+        run = self._record_start(workflow, input, run_id, state, _parent, self._leases.first(run_id))
         try:
-            await run.commit()
+            await run.commit()  # creates the run holding our lease: nobody can claim it in between
         except RunAlreadyExists:
             if on_conflict == "fail":
                 raise
@@ -210,8 +283,13 @@ class Engine(ControlMixin):
     async def resume(self, run_id: str, workflow: Workflow) -> RunHandle:
         """Continue an unfinished run from its journal. A finished run is not run again.
 
+        The engine takes the run's lease first: a run that another live owner executes (another
+        process, or another engine) is refused. When that owner was a process of this host that
+        is gone, its lease is taken over at once; otherwise once it expires.
+
         Raises:
             RunNotFound: no such run.
+            RunBusy: another live owner executes the run; the error names it (pid@host, since, until).
             DefinitionMismatch: the run was started by a different definition; nothing is written.
         """
         tg = self._group()
@@ -219,21 +297,42 @@ class Engine(ControlMixin):
         live = self._live.get(run_id)
         if live is not None:
             return self._handle_for(live, workflow)
-        events = await self.journal.read(run_id)
-        if not events:
+        info = await self.journal.get_run(run_id)
+        if info is None:
             raise RunNotFound(run_id)
-        state = fold(events, run_id)
-        self._check_definition(state, workflow)
-        if state.finished:
+        if info.status in ev.TERMINAL_STATUSES:
+            self._check_definition(fold(await self.journal.read(run_id, upto=1), run_id), workflow)
             return RunHandle(run_id, self, workflow)
-        return self._launch(tg, self._new_live(workflow, state))
+        self._check_definition(fold(await self.journal.read(run_id, upto=1), run_id), workflow)
+        try:
+            lease = await self._leases.acquire(run_id)
+        except JournalError as exc:
+            if isinstance(exc, RunBusy):
+                raise
+            return RunHandle(run_id, self, workflow)  # it finished meanwhile: its stored outcome
+        # Read only now that we own it: nobody else can append any more.
+        try:
+            state = fold(await self.journal.read(run_id), run_id)
+        except BaseException:
+            await self._leases.release(lease)
+            raise
+        run = self._new_live(workflow, state, lease)
+        self._live[run_id] = run  # before the inbox is read: requests sent from now on reach it
+        try:
+            await self._control.pending(run)
+        except DurableError:
+            self._live.pop(run_id, None)
+            await self._leases.release(lease)
+            raise
+        return self._launch(tg, run)
 
     async def submit(
         self, workflow: Workflow, input: Any = None, *, run_id: str | None = None, state: Any = None
     ) -> str:
         """Record a run as ready for any worker to pick up (see :class:`durable.Worker`); return its id.
 
-        Nothing runs in this process. Wait for the result from anywhere with :meth:`wait`.
+        Nothing runs in this process, and the run has no owner until a worker claims it. Wait
+        for the result from anywhere with :meth:`wait`.
 
         Raises:
             RunAlreadyExists: ``run_id`` is taken.
@@ -242,14 +341,20 @@ class Engine(ControlMixin):
         workflow = _check_workflow(workflow)
         run_id = run_id if run_id is not None else uuid.uuid4().hex
         check_run_id(run_id)
-        await self._record_start(workflow, input, run_id, state, None).commit()
+        await self._record_start(workflow, input, run_id, state, None, None).commit()
         return run_id
 
     def _record_start(
-        self, workflow: Workflow, input: Any, run_id: str, state: Any, parent: ev.ParentRef | None
+        self,
+        workflow: Workflow,
+        input: Any,
+        run_id: str,
+        state: Any,
+        parent: ev.ParentRef | None,
+        lease: Lease | None,
     ) -> LiveRun:
         """A new live run with its ``run_started`` recorded (not yet committed)."""
-        run = self._new_live(workflow, RunState(run_id=run_id))
+        run = self._new_live(workflow, RunState(run_id=run_id), lease)
         run.record(
             ev.RunStarted,
             workflow=workflow.name,
@@ -268,7 +373,8 @@ class Engine(ControlMixin):
         """Wait until the run ends, whichever process runs it, and return its result.
 
         With ``workflow``, the result is decoded by its annotations (a model comes back as that
-        model); without, it is plain JSON.
+        model); without, it is plain JSON. Nothing is executed here: if the run's owner dies,
+        the run waits for another (a worker, or ``engine.run`` with its id).
 
         Raises:
             RunNotFound: no such run.
@@ -277,7 +383,7 @@ class Engine(ControlMixin):
         """
         live = self._live.get(run_id)
         with anyio.fail_after(timeout):
-            if live is not None and live.lease is None:
+            if live is not None:
                 await live.finished.wait()
             while True:
                 info = await self.journal.get_run(run_id)
@@ -297,47 +403,74 @@ class Engine(ControlMixin):
         if state.finished:
             return None
         self._check_definition(state, workflow)
-        run = self._new_live(workflow, state)
-        run.lease = lease
-        run.on_exit = on_exit
+        run = self._new_live(workflow, state, lease, claimed=True, on_exit=on_exit)
         self._live[run.run_id] = run
-        run.scope = anyio.CancelScope()
-        tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
+        await self._control.pending(run)
+        self._launch(tg, run)
         return run
 
     async def run(self, workflow: Workflow, input: Any = None, *, run_id: str | None = None) -> Any:
         """Start the run, or resume it if it exists and is unfinished, and wait for its result.
 
         A run that already finished returns its stored result (or raises its stored failure)
-        without running anything.
+        without running anything. A run that another live owner executes right now (another
+        process running the same script, a worker) is not executed twice: this call waits for
+        that owner's outcome and returns it, and takes the run over if the owner dies first.
         """
-        handle = await self.start(workflow, input, run_id=run_id, on_conflict="use_existing")
-        return await handle.result()
+        while True:
+            try:
+                handle = await self.start(workflow, input, run_id=run_id, on_conflict="use_existing")
+            except RunBusy as busy:
+                await self._until_free_or_finished(busy.run_id)
+                continue
+            try:
+                return await handle.result()
+            except LeaseLost:  # presumed dead and taken over: the new owner's outcome is the one
+                run_id = handle.run_id
 
-    async def recover(self, workflows: Iterable[Workflow]) -> list[RunHandle]:
-        """Resume every unfinished run of these workflows; return their handles.
+    async def _until_free_or_finished(self, run_id: str, poll: float = 0.05) -> None:
+        """Wait until the run has finished, or nobody alive owns it any more."""
+        while True:
+            info = await self.journal.get_run(run_id)
+            if info is None or info.status in ev.TERMINAL_STATUSES or self._leases.expired(info):
+                return
+            await anyio.sleep(poll)
+            poll = min(poll * 1.5, 0.5)
 
-        Runs of workflows not named here are left alone. Pass old and new versions of a workflow
-        side by side to recover runs of both.
+    async def recover(self, workflows: Iterable[Workflow]) -> Recovery:
+        """Resume every unfinished run of these definitions that nobody alive owns; return a report.
 
-        Raises:
-            DefinitionMismatch: a run's workflow is named here, but under no matching definition;
-                raised before anything is resumed.
+        The report is the list of the resumed runs' handles; ``report.skipped`` lists the
+        runs left alone and why (:class:`Skipped`): a live owner executes them, or their
+        workflow or definition was not given. Pass old and new versions of a workflow side by
+        side to recover runs of both. A child run is resumed by its parent.
         """
         by_hash = {w.definition_hash: _check_workflow(w) for w in workflows}
         names = {w.name for w in by_hash.values()}
+        report = Recovery()
         todo: list[tuple[str, Workflow]] = []
         for info in await self.journal.list_runs(status="running"):
-            if info.workflow not in names:
-                continue
             workflow = by_hash.get(info.definition_hash)
-            if workflow is None:
-                candidate = next(w for w in by_hash.values() if w.name == info.workflow)
-                events = await self.journal.read(info.run_id, upto=1)
-                self._check_definition(fold(events, info.run_id), candidate)
-            else:
+            if info.parent_run_id is not None:
+                report.skipped.append(Skipped(info.run_id, info.workflow, "child", f"run {info.parent_run_id!r}"))
+            elif workflow is not None:
                 todo.append((info.run_id, workflow))
-        return [await self.resume(run_id, workflow) for run_id, workflow in reversed(todo)]
+            elif info.workflow not in names:
+                detail = f"no definition of workflow {info.workflow!r} was given"
+                report.skipped.append(Skipped(info.run_id, info.workflow, "workflow", detail))
+            else:
+                candidate = next(w for w in by_hash.values() if w.name == info.workflow)
+                try:
+                    self._check_definition(fold(await self.journal.read(info.run_id, upto=1), info.run_id), candidate)
+                except DefinitionMismatch as mismatch:
+                    detail = "; ".join(mismatch.changes) or "the canonical forms differ"
+                    report.skipped.append(Skipped(info.run_id, info.workflow, "definition", detail))
+        for run_id, workflow in reversed(todo):  # oldest first
+            try:
+                report.append(await self.resume(run_id, workflow))
+            except RunBusy as busy:
+                report.skipped.append(Skipped(run_id, workflow.name, "owned", str(busy)))
+        return report
 
     def _check_definition(self, state: RunState, workflow: Workflow) -> None:
         if state.definition_hash == workflow.definition_hash:
@@ -362,7 +495,9 @@ class Engine(ControlMixin):
         self._live[run.run_id] = run
         # The scope exists from now on, before the task runs: a cancel() in between reaches it.
         run.scope = anyio.CancelScope()
+        run.phase = Phase.RUNNING
         tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
+        self._parking.nudge()  # the inbox is polled while the engine has live runs
         return RunHandle(run.run_id, self, run.workflow, run)
 
     async def check_compatibility(self, workflows: Iterable[Workflow]) -> list[Incompatibility]:
@@ -415,7 +550,7 @@ class Engine(ControlMixin):
         events = await self.history(run_id)
         new_run_id = new_run_id or f"{run_id}-fork-{uuid.uuid4().hex[:8]}"
         copied = fork_events(run_id, events, at=at, from_step=from_step, workflow=workflow)
-        await self.journal.append(new_run_id, copied)
+        await write(self.journal, new_run_id, copied, None)
         return new_run_id
 
     async def export(self, run_id: str) -> dict[str, Any]:
@@ -435,7 +570,7 @@ class Engine(ControlMixin):
         """
         run_id, events = parse_document(doc)
         run_id = new_run_id or run_id
-        await self.journal.append(run_id, events)
+        await write(self.journal, run_id, events, None)
         return run_id
 
     # -- reading ------------------------------------------------------------------------------
@@ -489,38 +624,67 @@ class Engine(ControlMixin):
 
     # -- executing ----------------------------------------------------------------------------
 
-    def _new_live(self, workflow: Workflow, state: RunState) -> LiveRun:
-        run = LiveRun(self.journal, workflow, state)
-        run.spawn_child = self._spawn_child
-        return run
+    def _new_live(
+        self,
+        workflow: Workflow,
+        state: RunState,
+        lease: Lease | None,
+        *,
+        claimed: bool = False,
+        on_exit: Callable[[LiveRun], Awaitable[None]] | None = None,
+    ) -> LiveRun:
+        return LiveRun(
+            self.journal,
+            workflow,
+            state,
+            lease=lease,
+            owner=self.owner,
+            ttl=self._leases.ttl,
+            spawn_child=self._spawn_child,
+            claimed=claimed,
+            on_exit=on_exit,
+        )
 
     def _wake(self, run: LiveRun) -> None:
         """Give a parked run a task again (called by the parking loop, or by unpause/signal)."""
         run.parked = None
         if self._tg is not None:
             run.scope = anyio.CancelScope()
-            self._tg.start_soon(self._drive, run, True, name=f"durable run {run.run_id}")
+            run.phase = Phase.RUNNING
+            self._tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
 
-    async def _drive(self, run: LiveRun, refold: bool = False) -> None:
+    def _lease_lost(self, run: LiveRun) -> None:
+        """Another owner took the run over (we were presumed dead): stop it at once, write nothing more."""
+        lost = LeaseLost(run.run_id, self.owner.name, run.lease.token if run.lease else 0, None, 0)
+        if run.phase is Phase.PARKED:
+            self._parking.remove(run.run_id)
+            self._live.pop(run.run_id, None)
+            run.finish(error=lost)
+        elif run.scope is not None:
+            run.lost = lost
+            run.scope.cancel()
+
+    async def _apply_control(self, run: LiveRun, request: Any) -> None:
+        await self._control.apply(run, request)
+
+    async def _drive(self, run: LiveRun) -> None:
         """Execute a run until it ends or parks. Never raises into the engine's task group, except cancellation."""
         parked = False
         scope = run.scope = run.scope or anyio.CancelScope()
         try:
             with scope:
-                if refold:  # it parked: another process may have written meanwhile (a pause, a cancel)
-                    run.state = fold(await self.journal.read(run.run_id), run.run_id)
-                    if run.state.finished:  # ended elsewhere: hand out what the journal says
-                        try:
-                            run.finish(result=await self._stored_result(run.run_id, run.workflow))
-                        except DurableError as ended:  # RunFailed or RunCancelled, as recorded
-                            run.finish(error=ended)
-                        return
+                if run.cancel_reason is not None:  # asked while nobody executed it (found in its inbox)
+                    await self._record_cancel(run, run.cancel_reason)
+                    return
                 try:
                     value = await run_nodes(run, run.workflow.nodes, run.state.input, top=True)
                 except StepFailedForGood as failed:
                     info = failed.info
                     if failed.branch:  # the node alone does not say which lane of the fork failed
                         info = info.model_copy(update={"branch": failed.branch})
+                    if run.cancel_reason is not None:  # a cancel asked meanwhile wins over the failure
+                        await self._record_cancel(run, run.cancel_reason)
+                        return
                     run.record(ev.RunFailed, error=info)
                     await run.commit()
                     error = RunFailed(run.run_id, failed.node, info.type, info.message, branch=info.branch)
@@ -529,30 +693,51 @@ class Engine(ControlMixin):
                     return
                 except RunParked as parking:  # it waits: no task, no thread, no connection until it wakes
                     run.parked = parking
-                    if run.lease is None:  # a worker's run is woken by whichever worker claims it next
+                    run.phase = Phase.PARKED
+                    if not run.claimed:  # a worker's run is woken by whichever worker claims it next
                         parked = True
                         self._parking.park(run)
+                    return
+                if run.cancel_reason is not None:  # asked during the last node: the run ends cancelled
+                    await self._record_cancel(run, run.cancel_reason)
                     return
                 run.record(ev.RunCompleted, result=_result_json(run.workflow, run.state))
                 await run.commit()
                 run.finish(result=value)
-            if run.cancel_reason is not None and not run.finished.is_set():  # engine.cancel() stopped it
+            if run.lost is not None:
+                run.finish(error=run.lost)
+            elif run.cancel_reason is not None and not run.finished.is_set():  # engine.cancel() stopped it
                 await self._record_cancel(run, run.cancel_reason)
         except anyio.get_cancelled_exc_class():
             run.finish(error=DurableError(f"run {run.run_id!r} was stopped (engine shut down); resume it to go on"))
+            if run.lease is not None and not run.claimed:
+                self._handed_back.append(run.lease)
+            self._stopped[run.run_id] = run
             raise
-        except BaseException as exc:  # journal failure or simulated crash: write nothing more
+        except BaseException as exc:  # journal failure, interrupt or simulated crash: write nothing more
             leaf = _unwrap(exc)
-            if isinstance(leaf, SeqConflict) and await self._controlled_elsewhere(run):
-                parked = run.parked is not None
-                return
+            if isinstance(leaf, StepInterrupted):
+                run.finish(error=RunInterrupted(run.run_id, leaf.node))
+                self._stopped[run.run_id] = run
+                raise leaf from None
             run.finish(error=leaf)
             if not isinstance(leaf, Exception):
                 raise leaf from None
         finally:
             run.scope = None
             if not parked:
-                self._live.pop(run.run_id, None)
+                if run.phase is not Phase.PARKED:
+                    run.phase = Phase.FINISHED if run.finished.is_set() else run.phase
+                if self._live.get(run.run_id) is run:
+                    del self._live[run.run_id]
+                # A run that ended with its terminal event has no owner any more (that append cleared
+                # the lease); one that stopped on an error gives its lease back, unless it was
+                # taken over or its process is (as good as) dead.
+                stopped = run.finished.is_set() and not run.state.finished
+                if run.lease is not None and run.on_exit is None and stopped and not _crash.fired():
+                    if not isinstance(run.error, LeaseLost | RunInterrupted):
+                        with anyio.CancelScope(shield=True):
+                            await self._leases.release(run.lease)
             if run.on_exit is not None:
                 with anyio.CancelScope(shield=True):
                     await run.on_exit(run)
@@ -587,6 +772,68 @@ class Engine(ControlMixin):
             return False, ev.ErrorInfo(type="RunCancelled", message=str(cancelled))
         return True, (await self.state(child_id)).result
 
+    # -- control ------------------------------------------------------------------------------
+
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> int:
+        """Send the signal ``name`` to a run; its ``wait_for(name)`` node receives ``payload``.
+
+        The signal is kept (journaled) until the run consumes it, also if it is sent before the
+        run reaches its wait; several are delivered in the order sent. Returns the signal's id.
+
+        Raises:
+            RunNotFound: no such run.
+            JournalError: the run has finished.
+            SerializationError: ``payload`` is not JSON.
+        """
+        return await self._control.signal(run_id, name, payload)
+
+    async def cancel(self, run_id: str, reason: str = "", *, timeout: float | None = None) -> None:
+        """Cancel a run: it ends ``cancelled`` and is never resumed; its running children are cancelled too.
+
+        A running step is cancelled at its next ``await`` (a sync step, when its thread returns);
+        a parked run is cancelled at once. A run that another process executes gets the request
+        in its inbox and its owner applies it (this call waits for that, up to ``timeout``
+        seconds); a run that nobody executes is cancelled in the journal. ``handle.result()``
+        raises :class:`~durable.RunCancelled`.
+
+        Raises:
+            RunNotFound: no such run.
+            DurableError: the run has already finished, or it finished before the cancel reached it.
+            TimeoutError: its owner did not apply the request within ``timeout`` (it stays in the
+                inbox and is applied at the run's next transition).
+        """
+        await self._control.cancel(run_id, reason, timeout)
+
+    async def pause(self, run_id: str, reason: str = "") -> None:
+        """Pause a run: it starts no new node until :meth:`unpause`.
+
+        It takes effect at the next node of the workflow's top-level chain; a node in progress
+        finishes first. For a run that another process executes, the request goes to its
+        owner's inbox, and this call returns once it is delivered.
+
+        Raises:
+            RunNotFound: no such run.
+            DurableError: the run has finished.
+        """
+        await self._control.pause(run_id, reason)
+
+    async def unpause(self, run_id: str) -> None:
+        """Let a paused run go on.
+
+        A paused run of this engine (or of another live engine) wakes at once; one that no
+        engine runs goes on when it is next resumed (``recover``/``resume``) or claimed.
+
+        Raises:
+            RunNotFound: no such run.
+            DurableError: the run has finished.
+        """
+        await self._control.unpause(run_id)
+
+    async def _record_cancel(self, run: LiveRun, reason: str) -> None:
+        run.record_control(ev.RunCancelled, reason=reason)
+        await run.commit()
+        run.finish(error=RunCancelled(run.run_id, reason))
+
     def _initial_state(self, workflow: Workflow, state: Any) -> dict[str, Any] | None:
         model = workflow.state_model
         if model is None:
@@ -612,6 +859,7 @@ class Engine(ControlMixin):
             if info is not None and info.status == "running":
                 await self.cancel(old, reason=f"superseded by {new_id!r}")
         return await self.start(workflow, input, run_id=new_id, state=state)
+
 
 def _check_workflow(workflow: Any) -> Workflow:
     if isinstance(workflow, Workflow):
@@ -663,11 +911,25 @@ def run(
     """Run a workflow to its end from synchronous code (a script): start it, or resume it.
 
     Same semantics as :meth:`Engine.run`: a finished run returns its stored result without
-    running anything; an unfinished one continues where it stopped.
+    running anything; an unfinished one continues where it stopped; one that another live
+    process executes right now is waited for, not executed twice.
+
+    Ctrl-C (or a step raising ``KeyboardInterrupt`` or ``SystemExit``) stops the run as a crash
+    would: one line on stderr says where it stopped, and the process exits with status 130
+    (``SystemExit``'s own code for a ``SystemExit``). Running the same command again resumes it.
     """
+    rid = run_id if run_id is not None else uuid.uuid4().hex
+    engine = Engine(db, synchronous=synchronous)
 
     async def main() -> Any:
-        async with Engine(db, synchronous=synchronous) as engine:
-            return await engine.run(workflow, input, run_id=run_id)
+        async with engine:
+            return await engine.run(workflow, input, run_id=rid)
 
-    return anyio.run(main)
+    try:
+        return anyio.run(main)
+    except (KeyboardInterrupt, SystemExit) as stop:
+        stopped = engine._stopped.get(rid)
+        nodes = stopped.state.in_flight() if stopped is not None else []
+        print(RunInterrupted(rid, nodes[0] if nodes else None), file=sys.stderr)
+        code = stop.code if isinstance(stop, SystemExit) and isinstance(stop.code, int) else 130
+        raise SystemExit(code) from None

@@ -10,6 +10,8 @@
     ├── SeqOutOfRange                state(at=...) with a seq the run does not have
     ├── RunFailed                    the run ended failed; ``__cause__`` is the step's exception
     ├── RunCancelled                 the run was cancelled (engine.cancel); it is never resumed
+    ├── RunBusy                      another live owner (an engine or a worker) executes the run now
+    ├── RunInterrupted               Ctrl-C (or SystemExit) stopped the run mid-step; run it again to resume
     ├── StepError                    a step's failure as recorded in the journal (when the
     │                                original exception object is gone, e.g. after a restart)
     ├── StepTimeout                  a step attempt ran longer than its ``timeout``
@@ -20,7 +22,8 @@
     ├── InvalidRunDocument           an exported run document is malformed; nothing was imported
     └── JournalError                 the journal cannot do what was asked
         ├── SeqConflict              another writer appended to the run first; nothing was written
-        ├── LeaseLost                a worker's lease on the run was taken over; nothing was written
+        ├── LeaseLost                the writer's lease on the run was taken over; nothing was written
+        ├── LeaseRequired            an append to a running run carried no lease; nothing was written
         ├── NotADurableDatabase      the file is not SQLite, or not a durable journal; left untouched
         └── StorageError             the storage failed (missing directory, disk full, I/O error,
                                      database locked); the transaction was rolled back
@@ -34,6 +37,9 @@ message that says what to do next.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 __all__ = [
     "DefinitionError",
     "DefinitionMismatch",
@@ -41,12 +47,15 @@ __all__ = [
     "InvalidRunDocument",
     "JournalError",
     "LeaseLost",
+    "LeaseRequired",
     "LoopExhausted",
     "NoRouteBranch",
     "NotADurableDatabase",
     "RunAlreadyExists",
+    "RunBusy",
     "RunCancelled",
     "RunFailed",
+    "RunInterrupted",
     "RunNotFound",
     "SeqConflict",
     "SeqOutOfRange",
@@ -163,6 +172,53 @@ class RunCancelled(DurableError):
         self.reason = reason
 
 
+class RunBusy(DurableError):
+    """Another live owner (an engine or a worker, in this process or another) executes the run.
+
+    Attributes:
+        run_id: the run.
+        owner: the lease holder's name.
+        host: the holder's host, and ``pid`` its process id (``None`` when it did not say).
+        since: when it took the lease; ``until``: when the lease expires unless renewed.
+    """
+
+    def __init__(self, run_id: str, info: Any) -> None:
+        self.run_id = run_id
+        self.owner: str | None = info.lease_owner
+        self.host: str | None = info.lease_host
+        self.pid: int | None = info.lease_pid
+        self.since: datetime | None = info.lease_since
+        self.until: datetime | None = info.lease_expires_at
+        who = f"pid {self.pid} on {self.host}" if self.pid is not None and self.host else repr(self.owner)
+        since = f" since {_clock(self.since)}" if self.since else ""
+        until = f", lease until {_clock(self.until)}" if self.until else ""
+        super().__init__(
+            f"run {run_id!r} is being executed by {who}{since}{until} UTC; nothing was written. Wait for its "
+            "result (engine.run or durable.run with the same id waits for it), or stop that process: if it "
+            "dies, the run is taken over at once on the same host, otherwise when its lease expires"
+        )
+
+
+class RunInterrupted(DurableError):
+    """Ctrl-C (``KeyboardInterrupt``) or ``SystemExit`` stopped a run mid-step, as a crash would.
+
+    Nothing more was written; running the same command again resumes the run.
+
+    Attributes:
+        run_id: the run; ``node``: the step (or other node) it was in, if known.
+    """
+
+    def __init__(self, run_id: str, node: str | None) -> None:
+        where = f" during step {node!r}" if node else ""
+        super().__init__(f"run {run_id!r} interrupted{where}; run the same command again to resume")
+        self.run_id = run_id
+        self.node = node
+
+
+def _clock(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
 class SignalTimeout(DurableError):
     """A ``wait_for`` node waited ``timeout`` seconds for its signal, and it has no default."""
 
@@ -252,19 +308,34 @@ class SeqConflict(JournalError):
 
 
 class LeaseLost(JournalError):
-    """A worker appended under a lease that is no longer the run's: another worker took the run over.
+    """An owner appended under a lease that is no longer the run's: another owner took the run over.
 
-    Nothing was written. The stale worker stops the run; the new holder goes on from the journal.
+    Nothing was written. The stale owner stops the run; the new holder goes on from the journal.
     """
 
     def __init__(self, run_id: str, owner: str, token: int, holder: str | None, holder_token: int) -> None:
         super().__init__(
-            f"run {run_id!r}: worker {owner!r} lost its lease (token {token}); the run is now held by "
+            f"run {run_id!r}: {owner!r} lost its lease (token {token}); the run is now held by "
             f"{holder!r} (token {holder_token}). Nothing was written; the current holder goes on"
         )
         self.run_id = run_id
         self.owner = owner
         self.token = token
+
+
+class LeaseRequired(JournalError):
+    """An append to a running run carried no lease: only the run's owner writes into it.
+
+    Nothing was written. Execute the run through an engine (which takes its lease), or take
+    the lease with ``journal.acquire`` first.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is running and this append carries no lease; nothing was written. Only the run's "
+            "owner writes into it: resume it through an engine, or take its lease with journal.acquire()"
+        )
+        self.run_id = run_id
 
 
 class NotADurableDatabase(JournalError):

@@ -268,12 +268,14 @@ class RunPaused(_EventBase):
 
     type: Literal["run_paused"] = "run_paused"
     reason: str = ""
+    request: int | None = None  # the control request (its id in the run's inbox) this applies, if any
 
 
 class RunUnpaused(_EventBase):
     """A paused run may go on."""
 
     type: Literal["run_unpaused"] = "run_unpaused"
+    request: int | None = None  # the control request (its id in the run's inbox) this applies, if any
 
 
 class RunCancelled(_EventBase):
@@ -281,6 +283,7 @@ class RunCancelled(_EventBase):
 
     type: Literal["run_cancelled"] = "run_cancelled"
     reason: str = ""
+    request: int | None = None  # the control request (its id in the run's inbox) this applies, if any
 
 
 Event = Annotated[

@@ -76,6 +76,7 @@ class RunState:
     paused: bool = False
     shared: dict[str, Any] | None = None  # the shared context (workflow state model), as JSON
     consumed_signals: list[int] = field(default_factory=list)
+    control_seen: int = 0  # the newest control request (from the run's inbox) its owner applied
 
     @property
     def finished(self) -> bool:
@@ -213,8 +214,10 @@ class RunState:
                 n.started_at = n.started_at or event.ts
             case ev.RunPaused():
                 self.paused = True
+                self.control_seen = max(self.control_seen, event.request or 0)
             case ev.RunUnpaused():
                 self.paused = False
+                self.control_seen = max(self.control_seen, event.request or 0)
             case ev.RunCompleted():
                 self._finish("completed", event.ts)
                 self.result = event.result
@@ -223,6 +226,7 @@ class RunState:
                 self.error = event.error
             case ev.RunCancelled():
                 self._finish("cancelled", event.ts)
+                self.control_seen = max(self.control_seen, event.request or 0)
 
     def _finish(self, status: str, ts: datetime) -> None:
         self.status = status

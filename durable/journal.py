@@ -9,6 +9,8 @@ and ``tests/test_journal_contract.py`` runs one suite against every implementati
 
 from __future__ import annotations
 
+import os
+import socket
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -21,18 +23,22 @@ from typing import Any
 import anyio.lowlevel
 
 from . import events as ev
-from .errors import JournalError, LeaseLost, RunAlreadyExists, RunNotFound, SeqConflict
+from .errors import JournalError, LeaseLost, LeaseRequired, RunAlreadyExists, RunBusy, RunNotFound, SeqConflict
 
 __all__ = [
     "Claim",
     "InMemoryJournal",
     "Journal",
     "Lease",
+    "Owner",
     "RunInfo",
     "SignalRecord",
     "check_append",
+    "check_acquire",
     "check_lease",
     "claimable",
+    "leased",
+    "unleased",
     "schedule_after",
     "started_run",
     "status_after",
@@ -58,26 +64,78 @@ class RunInfo:
     waiting_for: str | None = None
     signal_mark: int = 0
     paused: bool = False
-    # worker leases (see durable.worker)
+    # the lease of whoever executes the run (an engine or a worker): see docs/reliability.md
     lease_owner: str | None = None
     lease_token: int = 0
     lease_expires_at: datetime | None = None
     takeovers: int = 0
     parent_run_id: str | None = None  # a child run: its parent runs it, workers never claim it
+    lease_host: str | None = None  # where the holder runs, and its process id, when it said so
+    lease_pid: int | None = None
+    lease_since: datetime | None = None  # when the holder took the lease
+
+    def lease_live(self, now: datetime) -> bool:
+        """Whether someone holds the run's lease and it has not expired at ``now``."""
+        return self.lease_owner is not None and self.lease_expires_at is not None and self.lease_expires_at >= now
+
+    def holder(self) -> str:
+        """The lease holder for people: ``pid@host`` when known, else the owner's name."""
+        if self.lease_pid is not None and self.lease_host is not None:
+            return f"pid {self.lease_pid}@{self.lease_host}"
+        return repr(self.lease_owner)
 
 
-def started_run(run_id: str, first: ev.RunStarted) -> RunInfo:
-    """The index row of a run that ``first`` (its ``run_started``) is about to create."""
+def started_run(
+    run_id: str, first: ev.RunStarted, lease: Lease | None = None, owner: Owner | None = None, ttl: float | None = None
+) -> RunInfo:
+    """The index row of a run that ``first`` (its ``run_started``) is about to create.
+
+    With a ``lease`` (token 1), the run is created held by it: the engine that starts a run
+    owns it from its first event on, so no worker can claim it in between.
+    """
     parent = first.parent.run_id if first.parent is not None else None
-    return RunInfo(
+    info = RunInfo(
         run_id, first.workflow, first.version, first.definition_hash, "running", first.ts, first.ts, 0,
         parent_run_id=parent,
     )  # fmt: skip
+    if lease is None:
+        return info
+    if lease.token != 1 or lease.run_id != run_id or ttl is None:
+        raise JournalError(f"run {run_id!r}: a new run's lease has token 1 and a ttl")
+    who = owner if owner is not None and owner.name == lease.owner else Owner(lease.owner)
+    return replace(
+        info,
+        lease_owner=who.name,
+        lease_token=1,
+        lease_expires_at=first.ts + timedelta(seconds=ttl),
+        lease_host=who.host,
+        lease_pid=who.pid,
+        lease_since=first.ts,
+    )
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who executes runs: one engine (or worker) of one process. Its ``name`` is unique per engine."""
+
+    name: str
+    host: str | None = None
+    pid: int | None = None
+
+    @classmethod
+    def here(cls, name: str | None = None) -> Owner:
+        """An owner in this process: ``host:pid:random`` unless ``name`` is given."""
+        host, pid = socket.gethostname(), os.getpid()
+        return cls(name or f"{host}:{pid}:{os.urandom(4).hex()}", host, pid)
+
+
+def _owner(owner: Owner | str) -> Owner:
+    return owner if isinstance(owner, Owner) else Owner(owner)
 
 
 @dataclass(frozen=True)
 class Lease:
-    """A worker's claim on a run: the fencing token that every append of the holder carries."""
+    """The right to execute one run: the fencing token that every append of the holder carries."""
 
     run_id: str
     owner: str
@@ -138,20 +196,52 @@ def schedule_after(info: RunInfo, events: Sequence[ev.Event]) -> dict[str, Any]:
 
 
 def check_lease(run_id: str, info: RunInfo | None, lease: Lease | None) -> None:
-    """Fencing: an append made under a lease must come from the lease's current holder."""
-    if lease is None or info is None:
+    """Fencing: every append to an existing, running run comes from the holder of its current lease.
+
+    A new run needs no lease (its ``run_started`` may install one); a finished run is refused
+    by :func:`check_append`. The token decides, not the expiry: a holder whose lease expired
+    but that nobody took over may still write, since nobody else executed the run meanwhile.
+    """
+    if info is None or info.status in ev.TERMINAL_STATUSES:
         return
+    if lease is None:
+        if info.lease_owner is not None:
+            raise RunBusy(run_id, info)
+        raise LeaseRequired(run_id)
     if info.lease_owner != lease.owner or info.lease_token != lease.token:
         raise LeaseLost(run_id, lease.owner, lease.token, info.lease_owner, info.lease_token)
 
 
-def claimable(info: RunInfo, now: datetime, hashes: Collection[str], has_new_signal: bool) -> bool:
-    """Whether a worker that knows ``hashes`` may claim the run now (the rule every journal applies)."""
+def check_acquire(run_id: str, info: RunInfo | None, now: datetime, replacing: Lease | None) -> None:
+    """Whether a lease on the run may be taken now (the rule every journal applies to ``acquire``).
+
+    The run must exist and be running, and its lease be free, expired, or exactly ``replacing``
+    (a holder the caller found dead: same host, process gone).
+    """
+    if info is None:
+        raise RunNotFound(run_id)
+    if info.status in ev.TERMINAL_STATUSES:
+        raise JournalError(f"run {run_id!r} has already {info.status}; there is nothing to execute")
+    if not info.lease_live(now):
+        return
+    if replacing is not None and (info.lease_owner, info.lease_token) == (replacing.owner, replacing.token):
+        return
+    raise RunBusy(run_id, info)
+
+
+def claimable(
+    info: RunInfo, now: datetime, hashes: Collection[str], has_new_signal: bool, dead: Collection[str] = ()
+) -> bool:
+    """Whether a worker that knows ``hashes`` may claim the run now (the rule every journal applies).
+
+    ``dead`` names owners the worker found dead (on its host, their process gone): their
+    leases count as expired.
+    """
     if info.status != "running" or info.paused or info.definition_hash not in hashes:
         return False
-    if info.parent_run_id is not None:  # a child runs inside its parent's task, under the parent's lease
+    if info.parent_run_id is not None:  # a child runs inside its parent's execution, under its own lease
         return False
-    if info.lease_owner is not None and info.lease_expires_at is not None and info.lease_expires_at >= now:
+    if info.lease_live(now) and info.lease_owner not in dead:
         return False
     if info.wake_at is None and info.waiting_for is None:
         return True  # ready, or its worker died mid-step
@@ -219,20 +309,34 @@ class Journal(ABC):
         """Release connections. Appends already acknowledged stay durable."""
 
     @abstractmethod
-    async def append(self, run_id: str, events: Sequence[ev.Event], *, lease: Lease | None = None) -> None:
+    async def append(
+        self,
+        run_id: str,
+        events: Sequence[ev.Event],
+        *,
+        lease: Lease | None = None,
+        owner: Owner | None = None,
+        ttl: float | None = None,
+    ) -> None:
         """Append ``events`` to ``run_id`` atomically: all of them are committed, or none.
 
         ``events`` carry their seqs; they must follow :func:`check_append`. Returning means
         committed (durably, as far as the journal's ``synchronous`` setting promises). Many
-        concurrent appends, for one run or many, may share one commit (group commit). With a
-        ``lease``, the same transaction checks that the lease is still the run's current one
-        (fencing): a worker presumed dead can never write into a run another has taken over.
+        concurrent appends, for one run or many, may share one commit (group commit).
+
+        Fencing (:func:`check_lease`), in the same transaction: an append to an existing,
+        running run must carry the run's current ``lease``; an owner presumed dead can never
+        write into a run another has taken over, and nobody writes into a run without owning it.
+        A batch that starts a new run with a ``lease`` (token 1) creates the run holding it,
+        for ``owner`` (its host and pid), expiring ``ttl`` seconds from now.
 
         Raises:
             SeqConflict: another writer appended first; nothing of this batch was written.
             RunAlreadyExists: the batch starts a run whose id is taken.
             RunNotFound: the batch continues a run that does not exist.
             LeaseLost: ``lease`` is no longer the run's lease; nothing was written.
+            RunBusy: no ``lease`` was given and another owner holds the run.
+            LeaseRequired: no ``lease`` was given for a running run that nobody holds.
             JournalError: the batch breaks another append rule.
             StorageError: the storage failed; the transaction was rolled back.
         """
@@ -251,9 +355,14 @@ class Journal(ABC):
 
     @abstractmethod
     async def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int | None = None
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+        parent: str | None = None,
     ) -> list[RunInfo]:
-        """Return index rows, newest first, filtered by status and workflow name."""
+        """Return index rows, newest first, filtered by status, workflow name and parent run."""
 
     @abstractmethod
     async def send_signal(self, run_id: str, name: str, payload: Any) -> SignalRecord:
@@ -268,31 +377,46 @@ class Journal(ABC):
         """
 
     @abstractmethod
-    async def read_signals(
-        self, run_id: str | None, *, name: str | None = None, after: int = 0
-    ) -> list[SignalRecord]:
+    async def read_signals(self, run_id: str | None, *, name: str | None = None, after: int = 0) -> list[SignalRecord]:
         """Return signals with ``id > after``, in the order they were sent.
 
         Only the run's (and only those named ``name``, if given); every run's when ``run_id``
         is ``None``.
         """
 
-
     @abstractmethod
     async def claim(
         self,
-        owner: str,
+        owner: Owner | str,
         *,
         hashes: Collection[str],
         limit: int,
         ttl: float,
         workflow_limits: dict[str, int] | None = None,
+        dead: Collection[str] = (),
     ) -> list[Claim]:
         """Lease up to ``limit`` runs that ``owner`` may execute, oldest first, in one transaction.
 
-        A run is claimable when :func:`claimable` says so. Claiming sets the lease (owner,
-        a new token, expiry ``now + ttl``); taking over an expired lease counts a takeover.
-        ``workflow_limits`` caps the live leases per workflow name, across all workers.
+        A run is claimable when :func:`claimable` says so (leases held by the owners named in
+        ``dead`` count as expired). Claiming sets the lease (owner, a new token, expiry
+        ``now + ttl``); taking over a lease that someone held counts a takeover.
+        ``workflow_limits`` caps the live leases of running runs per workflow name, across all
+        workers.
+        """
+
+    @abstractmethod
+    async def acquire(self, run_id: str, owner: Owner, ttl: float, *, replacing: Lease | None = None) -> Lease:
+        """Lease one run for ``owner`` (an engine about to execute it), in one transaction.
+
+        Allowed when :func:`check_acquire` says so: the run is running and its lease is free,
+        expired, or exactly ``replacing``. The new lease has the next token (fencing out the
+        previous holder) and expires ``ttl`` seconds from now; taking a lease that someone
+        held counts a takeover.
+
+        Raises:
+            RunNotFound: no such run.
+            RunBusy: another owner holds a live lease on it (the error names the holder).
+            JournalError: the run has finished.
         """
 
     @abstractmethod
@@ -301,7 +425,15 @@ class Journal(ABC):
 
     @abstractmethod
     async def release(self, lease: Lease) -> None:
-        """Give a lease back (the run parked, finished, or its worker is stopping). No-op if lost."""
+        """Give a lease back (the run parked, finished, or its owner is stopping). No-op if lost."""
+
+    @abstractmethod
+    async def lease_holders(self, host: str) -> list[tuple[str, int | None]]:
+        """The owners (name, pid) on ``host`` that hold a lease on a running run, each once.
+
+        Workers use it to find owners of their own host whose process is gone, whose runs
+        they may take over at once instead of waiting for the leases to expire.
+        """
 
 
 class InMemoryJournal(Journal):
@@ -318,7 +450,15 @@ class InMemoryJournal(Journal):
     async def close(self) -> None:
         pass
 
-    async def append(self, run_id: str, events: Sequence[ev.Event], *, lease: Lease | None = None) -> None:
+    async def append(
+        self,
+        run_id: str,
+        events: Sequence[ev.Event],
+        *,
+        lease: Lease | None = None,
+        owner: Owner | None = None,
+        ttl: float | None = None,
+    ) -> None:
         await anyio.lowlevel.checkpoint()
         info = self._runs.get(run_id)
         check_lease(run_id, info, lease)
@@ -327,16 +467,18 @@ class InMemoryJournal(Journal):
         if info is None:
             first = events[0]
             assert isinstance(first, ev.RunStarted)
-            info = started_run(run_id, first)
+            info = started_run(run_id, first, lease, owner, ttl)
             self._events[run_id] = []
         self._events[run_id].extend(events)
-        self._runs[run_id] = replace(
+        self._runs[run_id] = info = replace(
             info,
             status=status_after(info.status, events),
             updated_at=last.ts,
             last_seq=last.seq,
             **schedule_after(info, events),
         )
+        if info.status in ev.TERMINAL_STATUSES:  # a finished run has no owner
+            self._runs[run_id] = unleased(info)
 
     async def read(self, run_id: str, *, after: int = 0, upto: int | None = None) -> list[ev.Event]:
         await anyio.lowlevel.checkpoint()
@@ -347,13 +489,20 @@ class InMemoryJournal(Journal):
         return self._runs.get(run_id)
 
     async def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int | None = None
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+        parent: str | None = None,
     ) -> list[RunInfo]:
         await anyio.lowlevel.checkpoint()
         rows = [
             r
             for r in self._runs.values()
-            if (status is None or r.status == status) and (workflow is None or r.workflow == workflow)
+            if (status is None or r.status == status)
+            and (workflow is None or r.workflow == workflow)
+            and (parent is None or r.parent_run_id == parent)
         ]
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return rows[:limit] if limit is not None else rows
@@ -366,31 +515,29 @@ class InMemoryJournal(Journal):
         self._signals.append(record)
         return record
 
-    async def read_signals(
-        self, run_id: str | None, *, name: str | None = None, after: int = 0
-    ) -> list[SignalRecord]:
+    async def read_signals(self, run_id: str | None, *, name: str | None = None, after: int = 0) -> list[SignalRecord]:
         await anyio.lowlevel.checkpoint()
         return [
-            s
-            for s in self._signals
-            if s.id > after and run_id in (None, s.run_id) and (name is None or s.name == name)
+            s for s in self._signals if s.id > after and run_id in (None, s.run_id) and (name is None or s.name == name)
         ]
 
     async def claim(
         self,
-        owner: str,
+        owner: Owner | str,
         *,
         hashes: Collection[str],
         limit: int,
         ttl: float,
         workflow_limits: dict[str, int] | None = None,
+        dead: Collection[str] = (),
     ) -> list[Claim]:
         await anyio.lowlevel.checkpoint()
+        who = _owner(owner)
         now = ev.utcnow()
         live = Counter(
             r.workflow
             for r in self._runs.values()
-            if r.lease_owner and r.lease_expires_at and r.lease_expires_at >= now
+            if r.status == "running" and r.lease_live(now) and r.lease_owner not in dead
         )
         out: list[Claim] = []
         for info in sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id)):
@@ -400,23 +547,36 @@ class InMemoryJournal(Journal):
                 s.run_id == info.run_id and s.name == info.waiting_for and s.id > info.signal_mark
                 for s in self._signals
             )
-            if not claimable(info, now, hashes, fresh):
+            if not claimable(info, now, hashes, fresh, dead):
                 continue
             cap = (workflow_limits or {}).get(info.workflow)
             if cap is not None and live[info.workflow] >= cap:
                 continue
             live[info.workflow] += 1
-            takeovers = info.takeovers + (1 if info.lease_owner is not None else 0)
-            token = info.lease_token + 1
-            self._runs[info.run_id] = replace(
-                info,
-                lease_owner=owner,
-                lease_token=token,
-                lease_expires_at=now + timedelta(seconds=ttl),
-                takeovers=takeovers,
-            )
-            out.append(Claim(Lease(info.run_id, owner, token), info.workflow, info.definition_hash, takeovers))
+            self._runs[info.run_id] = info = leased(info, who, now, ttl)
+            lease = Lease(info.run_id, who.name, info.lease_token)
+            out.append(Claim(lease, info.workflow, info.definition_hash, info.takeovers))
         return out
+
+    async def acquire(self, run_id: str, owner: Owner, ttl: float, *, replacing: Lease | None = None) -> Lease:
+        await anyio.lowlevel.checkpoint()
+        now = ev.utcnow()
+        info = self._runs.get(run_id)
+        check_acquire(run_id, info, now, replacing)
+        assert info is not None
+        self._runs[run_id] = info = leased(info, owner, now, ttl)
+        return Lease(run_id, owner.name, info.lease_token)
+
+    async def lease_holders(self, host: str) -> list[tuple[str, int | None]]:
+        await anyio.lowlevel.checkpoint()
+        return sorted(
+            {
+                (r.lease_owner, r.lease_pid)
+                for r in self._runs.values()
+                if r.lease_owner is not None and r.status == "running" and r.lease_host == host
+            },
+            key=lambda x: x[0],
+        )
 
     async def renew(self, leases: Sequence[Lease], ttl: float) -> list[str]:
         await anyio.lowlevel.checkpoint()
@@ -434,7 +594,30 @@ class InMemoryJournal(Journal):
         await anyio.lowlevel.checkpoint()
         info = self._runs.get(lease.run_id)
         if info is not None and info.lease_owner == lease.owner and info.lease_token == lease.token:
-            self._runs[lease.run_id] = replace(info, lease_owner=None, lease_expires_at=None)
+            self._runs[lease.run_id] = unleased(info)
+
+
+def unleased(info: RunInfo) -> RunInfo:
+    """The index row once its lease is given back (released, or the run finished); the token stays."""
+    return replace(info, lease_owner=None, lease_expires_at=None, lease_host=None, lease_pid=None, lease_since=None)
+
+
+def leased(info: RunInfo, owner: Owner, now: datetime, ttl: float) -> RunInfo:
+    """The index row once ``owner`` takes the run's lease at ``now`` (a claim or an acquire).
+
+    The token goes up by one, fencing out whoever held it; taking a lease someone held
+    (expired, or its holder dead) counts a takeover.
+    """
+    return replace(
+        info,
+        lease_owner=owner.name,
+        lease_token=info.lease_token + 1,
+        lease_expires_at=now + timedelta(seconds=ttl),
+        lease_host=owner.host,
+        lease_pid=owner.pid,
+        lease_since=now,
+        takeovers=info.takeovers + (1 if info.lease_owner is not None else 0),
+    )
 
 
 def check_signal(run_id: str, info: RunInfo | None) -> None:

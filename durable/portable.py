@@ -49,7 +49,7 @@ def parse_document(doc: Any) -> tuple[str, list[ev.Event]]:
     """
     if not isinstance(doc, dict) or doc.get("format") != DOCUMENT_FORMAT:
         raise InvalidRunDocument(
-            "not a durable run document (expected a JSON object with \"format\": \"durable-run\"); "
+            'not a durable run document (expected a JSON object with "format": "durable-run"); '
             "make one with 'durable export RUN_ID > run.json'"
         )
     if doc.get("version") != DOCUMENT_VERSION:

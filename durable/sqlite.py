@@ -36,7 +36,7 @@ import anyio.to_thread
 
 from . import _crash
 from . import events as ev
-from ._sqlite_schema import _RUN_FIELDS, _SQLITE_HEADER, MIGRATIONS, _claim, _iso, _run_info
+from ._sqlite_schema import _RUN_FIELDS, _SQLITE_HEADER, MIGRATIONS, _claim, _iso, _run_info, write_lease
 from ._sqlite_schema import APPLICATION_ID as APPLICATION_ID
 from ._sqlite_schema import SCHEMA_VERSION as SCHEMA_VERSION
 from ._sqlite_schema import decode_event as decode_event
@@ -47,11 +47,14 @@ from .journal import (
     Claim,
     Journal,
     Lease,
+    Owner,
     RunInfo,
     SignalRecord,
+    check_acquire,
     check_append,
     check_lease,
     check_signal,
+    leased,
     schedule_after,
     started_run,
     status_after,
@@ -79,6 +82,8 @@ class _Request:
     future: asyncio.Future[Any]
     error: BaseException | None = None
     lease: Lease | None = None
+    owner: Owner | None = None  # a new run created holding ``lease``: its owner and the lease's ttl
+    ttl: float | None = None
     op: Callable[[sqlite3.Connection], Any] | None = None  # another write than an append (signal, claim)
     result: Any = None
     rows: list[tuple[Any, ...]] | None = None  # the events, encoded for the events table
@@ -248,12 +253,20 @@ class SQLiteJournal(Journal):
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def append(self, run_id: str, events: Sequence[ev.Event], *, lease: Lease | None = None) -> None:
+    async def append(
+        self,
+        run_id: str,
+        events: Sequence[ev.Event],
+        *,
+        lease: Lease | None = None,
+        owner: Owner | None = None,
+        ttl: float | None = None,
+    ) -> None:
         writer = self._thread
         if writer is None:
             raise JournalError("the journal is not open; use 'async with Engine(...)' or 'await journal.open()'")
         loop = asyncio.get_running_loop()
-        request = _Request(run_id, events, loop.create_future(), lease=lease)
+        request = _Request(run_id, events, loop.create_future(), lease=lease, owner=owner, ttl=ttl)
         # Encode here, on the loop's thread: the writer thread then runs almost no Python and
         # spends its time in SQLite with the GIL released, instead of contending for it.
         request.rows = [(run_id, *encode_event(e)) for e in events]
@@ -388,19 +401,35 @@ class SQLiteJournal(Journal):
 
     async def claim(
         self,
-        owner: str,
+        owner: Owner | str,
         *,
         hashes: Collection[str],
         limit: int,
         ttl: float,
         workflow_limits: dict[str, int] | None = None,
+        dead: Collection[str] = (),
     ) -> list[Claim]:
         if limit <= 0 or not hashes:
             return []
+        who = owner if isinstance(owner, Owner) else Owner(owner)
         claims: list[Claim] = await self._submit(
-            "", lambda conn: _claim(conn, owner, list(hashes), limit, ttl, workflow_limits or {})
+            "", lambda conn: _claim(conn, who, list(hashes), limit, ttl, workflow_limits or {}, list(dead))
         )
         return claims
+
+    async def acquire(self, run_id: str, owner: Owner, ttl: float, *, replacing: Lease | None = None) -> Lease:
+        def op(conn: sqlite3.Connection) -> Lease:
+            row = conn.execute(f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            info = _run_info(run_id, row) if row else None
+            now = ev.utcnow()
+            check_acquire(run_id, info, now, replacing)
+            assert info is not None
+            info = leased(info, owner, now, ttl)
+            write_lease(conn, info)
+            return Lease(run_id, owner.name, info.lease_token)
+
+        lease: Lease = await self._submit(run_id, op)
+        return lease
 
     async def renew(self, leases: Sequence[Lease], ttl: float) -> list[str]:
         if not leases:
@@ -425,11 +454,19 @@ class SQLiteJournal(Journal):
         await self._submit(
             lease.run_id,
             lambda conn: conn.execute(
-                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL"
-                " WHERE run_id = ? AND lease_owner = ? AND lease_token = ?",
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, lease_host = NULL, lease_pid = NULL,"
+                " lease_since = NULL WHERE run_id = ? AND lease_owner = ? AND lease_token = ?",
                 (lease.run_id, lease.owner, lease.token),
             ),
         )
+
+    async def lease_holders(self, host: str) -> list[tuple[str, int | None]]:
+        rows = await self._fetch(
+            "SELECT DISTINCT lease_owner, lease_pid FROM runs WHERE lease_host = ? AND lease_owner IS NOT NULL"
+            " AND status = 'running' ORDER BY lease_owner",
+            (host,),
+        )
+        return [(owner, pid) for owner, pid in rows]
 
     async def read_signals(self, run_id: str | None, *, name: str | None = None, after: int = 0) -> list[SignalRecord]:
         sql = "SELECT id, run_id, name, ts, payload FROM signals WHERE id > ?"
@@ -474,9 +511,17 @@ class SQLiteJournal(Journal):
             if info is None:
                 first = events[0]
                 assert isinstance(first, ev.RunStarted)
-                info = started_run(run_id, first)
+                try:
+                    info = started_run(run_id, first, request.lease, request.owner, request.ttl)
+                except DurableError as exc:
+                    request.error = exc
+                    continue
                 ts = _iso(first.ts)
-                new_runs.append((run_id, info.workflow, info.version, info.definition_hash, ts, ts, info.parent_run_id))
+                new_runs.append(
+                    (run_id, info.workflow, info.version, info.definition_hash, ts, ts, info.parent_run_id,
+                     info.lease_owner, info.lease_token, _iso(info.lease_expires_at), info.lease_host, info.lease_pid,
+                     _iso(info.lease_since))
+                )  # fmt: skip
             last = events[-1]
             info = replace(
                 info,
@@ -491,7 +536,8 @@ class SQLiteJournal(Journal):
         if new_runs:
             conn.executemany(
                 "INSERT INTO runs (run_id, workflow, version, definition_hash, status, created_at, updated_at, "
-                "last_seq, parent_run_id) VALUES (?, ?, ?, ?, 'running', ?, ?, 0, ?)",
+                "last_seq, parent_run_id, lease_owner, lease_token, lease_expires_at, lease_host, lease_pid, "
+                "lease_since) VALUES (?, ?, ?, ?, 'running', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
                 new_runs,
             )
         if rows:
@@ -516,6 +562,13 @@ class SQLiteJournal(Journal):
                     for run_id, i in touched.items()
                 ],
             )
+            finished = [(run_id,) for run_id, i in touched.items() if i.status in ev.TERMINAL_STATUSES]
+            if finished:  # a finished run has no owner
+                conn.executemany(
+                    "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, lease_host = NULL,"
+                    " lease_pid = NULL, lease_since = NULL WHERE run_id = ?",
+                    finished,
+                )
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -543,9 +596,17 @@ class SQLiteJournal(Journal):
         return _run_info(run_id, rows[0]) if rows else None
 
     async def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int | None = None
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+        parent: str | None = None,
     ) -> list[RunInfo]:
         where, params = [], []
+        if parent is not None:
+            where.append("parent_run_id = ?")
+            params.append(parent)
         if status is not None:
             where.append("status = ?")
             params.append(status)
@@ -560,5 +621,3 @@ class SQLiteJournal(Journal):
             sql += f" LIMIT {int(limit)}"
         rows = await self._fetch(sql, params)
         return [_run_info(row[0], row[1:]) for row in rows]
-
-

@@ -27,12 +27,13 @@ from pathlib import Path
 import anyio
 
 from . import events as ev
-from ._runner import LiveRun
+from ._ownership import HOST, owner_dead
+from ._run import LiveRun, write
 from .definition import Workflow
 from .engine import Engine
 from .errors import DurableError, LeaseLost, RunCancelled, RunFailed
 from .fold import fold
-from .journal import Claim, Journal, Lease
+from .journal import Claim, Journal
 from .sqlite import Synchronous
 
 __all__ = ["Worker"]
@@ -96,6 +97,7 @@ class Worker:
         self.db = db
         self.concurrency = concurrency
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.signal_poll_interval = min(0.5, poll_interval * 2)
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
         self.max_takeovers = max_takeovers
@@ -124,10 +126,16 @@ class Worker:
                 "Python) for several worker processes on one file",
                 sqlite3.sqlite_version,
             )
-        async with Engine(self.db, synchronous=self.synchronous) as engine:
+        engine = Engine(
+            self.db,
+            synchronous=self.synchronous,
+            lease_ttl=self.lease_ttl,
+            owner=self.owner,
+            signal_poll_interval=self.signal_poll_interval,
+        )
+        async with engine:  # its heartbeat renews the leases of our runs; a lost one stops its run
             self.engine = engine
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeat, engine)
                 await self._claim_loop(engine)
                 with anyio.move_on_after(self.drain_timeout):
                     while self._active:
@@ -151,11 +159,12 @@ class Worker:
             if free > 0:
                 try:
                     claims = await engine.journal.claim(
-                        self.owner,
+                        engine.owner,
                         hashes=list(self.workflows),
                         limit=free,
                         ttl=self.lease_ttl,
                         workflow_limits=self.workflow_concurrency,
+                        dead=await self._dead_owners(engine),
                     )
                 except DurableError as exc:  # a busy or failing disk: look again after a pause
                     log.warning("worker %s: claiming failed: %s", self.owner, exc)
@@ -218,25 +227,12 @@ class Worker:
         )
         event = ev.RunFailed(seq=state.last_seq + 1, ts=ev.utcnow(), error=error)
         try:
-            await engine.journal.append(lease.run_id, [event], lease=lease)
+            await write(engine.journal, lease.run_id, [event], lease)
             self.given_up += 1
         finally:
             await engine.journal.release(lease)
 
-    async def _heartbeat(self, engine: Engine) -> None:
-        while True:
-            await anyio.sleep(self.lease_ttl / 3)
-            leases: list[Lease] = [r.lease for r in self._active.values() if r.lease is not None]
-            try:
-                lost = await engine.journal.renew(leases, self.lease_ttl)
-            except DurableError as exc:  # a busy or failing disk: try again at the next beat
-                log.warning("worker %s: heartbeat failed: %s", self.owner, exc)
-                continue
-            renewed = {lease.run_id: lease for lease in leases}
-            for run_id in lost:  # taken over while we were slow: stop writing, at once
-                run = self._active.get(run_id)
-                if run is not None and run.lease != renewed[run_id]:
-                    continue  # we re-claimed it ourselves meanwhile (see _start): the new lease holds
-                if run is not None and run.scope is not None:
-                    log.warning("worker %s lost its lease on run %r; stopping it", self.owner, run_id)
-                    run.scope.cancel()
+    async def _dead_owners(self, engine: Engine) -> list[str]:
+        """Owners of this host that hold leases but whose process is gone: their runs are taken over now."""
+        holders = await engine.journal.lease_holders(HOST)
+        return [name for name, pid in holders if name != self.owner and owner_dead(name, pid)]
