@@ -18,6 +18,7 @@ import anyio
 
 from . import events as ev
 from ._codec import encode_any
+from ._ownership import nudge
 from ._run import LiveRun, Phase, write
 from ._scheduler import CONTROL_SIGNAL, Parking
 from .errors import DurableError, JournalError, RunBusy, RunCancelled, RunNotFound
@@ -207,6 +208,7 @@ class Control:
                 if request is None:
                     payload = {"op": op, "reason": reason}
                     request = (await self._journal.send_signal(run_id, CONTROL_SIGNAL, payload)).id
+                    nudge(info.lease_owner)  # an engine of this process: it reads its inbox at once
                 if op != "cancel":
                     return  # the owner applies it at the run's next transition
                 await anyio.sleep(self._poll)

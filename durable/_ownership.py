@@ -23,13 +23,20 @@ from ._run import LiveRun
 from .errors import DurableError, RunBusy
 from .journal import Journal, Lease, Owner, RunInfo
 
-__all__ = ["HOST", "Leases", "holder_alive", "owner_dead", "pid_alive"]
+__all__ = ["HOST", "Leases", "holder_alive", "nudge", "owner_dead", "pid_alive"]
 
 log = logging.getLogger("durable")
 
 HOST = socket.gethostname()
 
-_OPEN: set[str] = set()  # the owner names of the engines open in this process
+_OPEN: dict[str, Callable[[], None]] = {}  # the engines open in this process: owner name -> look at the inbox now
+
+
+def nudge(owner: str | None) -> None:
+    """If ``owner`` is an engine of this process, make it read its inbox now (a request was just sent)."""
+    look = _OPEN.get(owner) if owner is not None else None
+    if look is not None:
+        look()
 
 
 def pid_alive(pid: int) -> bool:
@@ -90,11 +97,12 @@ class Leases:
         self._live = live
         self._lost = lost
 
-    def open(self) -> None:
-        _OPEN.add(self.owner.name)
+    def open(self, look: Callable[[], None]) -> None:
+        """Register the engine as alive in this process; ``look`` makes it read its inbox now."""
+        _OPEN[self.owner.name] = look
 
     def close(self) -> None:
-        _OPEN.discard(self.owner.name)
+        _OPEN.pop(self.owner.name, None)
 
     def first(self, run_id: str) -> Lease:
         """The lease a new run is created holding (token 1, written with its ``run_started``)."""

@@ -181,7 +181,7 @@ class Engine:
 
     async def __aenter__(self) -> Engine:
         await self.journal.open()
-        self._leases.open()
+        self._leases.open(self._parking.nudge)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         await self._parking.start()
@@ -306,10 +306,13 @@ class Engine:
         self._check_definition(fold(await self.journal.read(run_id, upto=1), run_id), workflow)
         try:
             lease = await self._leases.acquire(run_id)
-        except JournalError as exc:
-            if isinstance(exc, RunBusy):
-                raise
-            return RunHandle(run_id, self, workflow)  # it finished meanwhile: its stored outcome
+        except RunBusy:
+            raise
+        except JournalError:
+            info = await self.journal.get_run(run_id)
+            if info is not None and info.status in ev.TERMINAL_STATUSES:
+                return RunHandle(run_id, self, workflow)  # it finished meanwhile: its stored outcome
+            raise
         # Read only now that we own it: nobody else can append any more.
         try:
             state = fold(await self.journal.read(run_id), run_id)
@@ -682,6 +685,7 @@ class Engine:
                     info = failed.info
                     if failed.branch:  # the node alone does not say which lane of the fork failed
                         info = info.model_copy(update={"branch": failed.branch})
+                    await self._control.pending(run)
                     if run.cancel_reason is not None:  # a cancel asked meanwhile wins over the failure
                         await self._record_cancel(run, run.cancel_reason)
                         return
@@ -698,6 +702,9 @@ class Engine:
                         parked = True
                         self._parking.park(run)
                     return
+                # A cancel asked from another process during the last node must not be lost: look
+                # at the inbox once more before the run's outcome is written.
+                await self._control.pending(run)
                 if run.cancel_reason is not None:  # asked during the last node: the run ends cancelled
                     await self._record_cancel(run, run.cancel_reason)
                     return

@@ -314,9 +314,14 @@ class LeaseLost(JournalError):
     """
 
     def __init__(self, run_id: str, owner: str, token: int, holder: str | None, holder_token: int) -> None:
+        now = (
+            f"is now held by {holder!r} (token {holder_token})"
+            if holder
+            else "has no owner now (its lease was given back)"
+        )
         super().__init__(
-            f"run {run_id!r}: {owner!r} lost its lease (token {token}); the run is now held by "
-            f"{holder!r} (token {holder_token}). Nothing was written; the current holder goes on"
+            f"run {run_id!r}: {owner!r} lost its lease (token {token}); the run {now}. Nothing was written; "
+            "whoever holds the run goes on from its journal"
         )
         self.run_id = run_id
         self.owner = owner

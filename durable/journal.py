@@ -103,14 +103,15 @@ def started_run(
     if lease.token != 1 or lease.run_id != run_id or ttl is None:
         raise JournalError(f"run {run_id!r}: a new run's lease has token 1 and a ttl")
     who = owner if owner is not None and owner.name == lease.owner else Owner(lease.owner)
+    now = ev.utcnow()
     return replace(
         info,
         lease_owner=who.name,
         lease_token=1,
-        lease_expires_at=first.ts + timedelta(seconds=ttl),
+        lease_expires_at=now + timedelta(seconds=ttl),
         lease_host=who.host,
         lease_pid=who.pid,
-        lease_since=first.ts,
+        lease_since=now,
     )
 
 
@@ -195,7 +196,7 @@ def schedule_after(info: RunInfo, events: Sequence[ev.Event]) -> dict[str, Any]:
     return {"wake_at": wake_at, "waiting_for": waiting_for, "signal_mark": mark, "paused": paused}
 
 
-def check_lease(run_id: str, info: RunInfo | None, lease: Lease | None) -> None:
+def check_lease(run_id: str, info: RunInfo | None, lease: Lease | None, events: Sequence[ev.Event] = ()) -> None:
     """Fencing: every append to an existing, running run comes from the holder of its current lease.
 
     A new run needs no lease (its ``run_started`` may install one); a finished run is refused
@@ -204,6 +205,8 @@ def check_lease(run_id: str, info: RunInfo | None, lease: Lease | None) -> None:
     """
     if info is None or info.status in ev.TERMINAL_STATUSES:
         return
+    if events and events[0].type == "run_started":
+        return  # a second start of a taken id: check_append says RunAlreadyExists
     if lease is None:
         if info.lease_owner is not None:
             raise RunBusy(run_id, info)
@@ -461,7 +464,7 @@ class InMemoryJournal(Journal):
     ) -> None:
         await anyio.lowlevel.checkpoint()
         info = self._runs.get(run_id)
-        check_lease(run_id, info, lease)
+        check_lease(run_id, info, lease, events)
         check_append(run_id, info, events)
         last = events[-1]
         if info is None:

@@ -503,7 +503,7 @@ class SQLiteJournal(Journal):
             run_id, events = request.run_id, request.events
             info = infos.get(run_id)
             try:
-                check_lease(run_id, info, request.lease)
+                check_lease(run_id, info, request.lease, events)
                 check_append(run_id, info, events)
             except DurableError as exc:
                 request.error = exc

@@ -17,7 +17,7 @@ import anyio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from durable import InMemoryJournal, SQLiteJournal
+from durable import InMemoryJournal, Owner, SQLiteJournal
 from durable import events as ev
 from durable.journal import Journal, Lease
 
@@ -43,6 +43,9 @@ histories = st.builds(lambda first, rest: first + rest, st.lists(START, min_size
 """A few runs first, then anything: most histories reach a claim with runs in several states."""
 
 
+WRITER = Owner("writer")
+
+
 async def _apply(journals: list[Journal], history: list[tuple[Any, ...]]) -> None:
     runs: list[str] = []
     last: dict[str, int] = {}
@@ -52,8 +55,17 @@ async def _apply(journals: list[Journal], history: list[tuple[Any, ...]]) -> Non
 
     async def append(run_id: str, event_type: Any, **fields: Any) -> None:
         event = event_type(seq=last[run_id] + 1, ts=ev.utcnow(), **fields)
-        for j in journals:
-            await j.append(run_id, [event])
+        for i, j in enumerate(journals):
+            if event.seq == 1:
+                await j.append(run_id, [event])  # created unowned, as engine.submit does
+                continue
+            mine = [lease for lease in leases.get(run_id, []) if lease.owner == f"owner-{id(j)}"]
+            if mine:  # claimed: its holder writes
+                await j.append(run_id, [event], lease=mine[-1])
+            else:  # nobody holds it: take its lease, write, give it back (as a control call does)
+                lease = await j.acquire(run_id, WRITER, -1)
+                await j.append(run_id, [event], lease=lease)
+                await j.release(lease)
         last[run_id] += 1
 
     for op in history:

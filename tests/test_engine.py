@@ -404,12 +404,11 @@ async def test_resume_under_a_changed_definition_is_refused_and_writes_nothing(d
             ev.StepScheduled(seq=2, ts=ev.utcnow(), node="_first", attempt=1),
             ev.StepStarted(seq=3, ts=ev.utcnow(), node="_first", attempt=1),
         ]
-        await engine.journal.append("r", planted)
+        await engine.journal.append("r", planted)  # created unowned, as a submitted run is
         for attempt in (
             lambda: engine.resume("r", new),
             lambda: engine.run(new, run_id="r"),
             lambda: engine.start(new, run_id="r", on_conflict="use_existing"),
-            lambda: engine.recover([new]),
         ):
             with pytest.raises(DefinitionMismatch) as caught:
                 await attempt()
@@ -418,6 +417,10 @@ async def test_resume_under_a_changed_definition_is_refused_and_writes_nothing(d
             assert (err.old_hash, err.new_hash) == (old.definition_hash, new.definition_hash)
             assert any(expected in line for line in err.changes), err.changes
             assert expected in str(err)
+        report = await engine.recover([new])  # recover resumes nothing of it, and says why
+        assert list(report) == []
+        [skipped] = report.skipped
+        assert (skipped.run_id, skipped.reason) == ("r", "definition") and expected in skipped.detail
         assert await engine.history("r") == planted
         info = await engine.journal.get_run("r")
         assert info is not None and (info.status, info.last_seq) == ("running", 3)

@@ -115,8 +115,13 @@ async def test_resuming_after_a_committed_branch_failure_starts_nothing(tmp_path
             "r",
             [
                 ev.RunStarted(
-                    seq=1, ts=t(), workflow=wf.name, version=wf.version, definition_hash=wf.definition_hash,
-                    definition=wf.canonical(), input=1,
+                    seq=1,
+                    ts=t(),
+                    workflow=wf.name,
+                    version=wf.version,
+                    definition_hash=wf.definition_hash,
+                    definition=wf.canonical(),
+                    input=1,
                 ),
                 ev.ForkStarted(seq=2, ts=t(), node="fork-1", branches=["x", "y"]),
                 ev.StepScheduled(seq=3, ts=t(), node="x", attempt=1),

@@ -71,9 +71,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "map_started": st.builds(ev.MapStarted, seq=seqs, ts=times, node=names, count=st.integers(0, 1000)),
     "child_started": st.builds(ev.ChildStarted, seq=seqs, ts=times, node=names, child_run_id=names),
     "sleep_started": st.builds(ev.SleepStarted, seq=seqs, ts=times, node=names, until=times),
-    "wait_started": st.builds(
-        ev.WaitStarted, seq=seqs, ts=times, node=names, signal=names, deadline=st.none() | times
-    ),
+    "wait_started": st.builds(ev.WaitStarted, seq=seqs, ts=times, node=names, signal=names, deadline=st.none() | times),
     "signal_received": st.builds(
         ev.SignalReceived,
         seq=seqs,

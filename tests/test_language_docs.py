@@ -18,7 +18,7 @@ EXAMPLES = EXAMPLE.findall(DOC.read_text())
 def test_the_page_has_an_example_for_every_feature() -> None:
     assert len(EXAMPLES) == 8
     code = "\n".join(c for c, _ in EXAMPLES)
-    for feature in (".route(", ".loop(", ".map(", "Workflow(\"checkout\").then(payment)", ".sleep(", ".wait_for("):
+    for feature in (".route(", ".loop(", ".map(", 'Workflow("checkout").then(payment)', ".sleep(", ".wait_for("):
         assert feature in code, feature
     assert "state=Trip" in code and "terminate_existing" in code
 
@@ -26,8 +26,6 @@ def test_the_page_has_an_example_for_every_feature() -> None:
 @pytest.mark.parametrize(("code", "expected"), EXAMPLES, ids=[f"example-{i + 1}" for i in range(len(EXAMPLES))])
 def test_example_prints_what_the_page_says(tmp_path: Path, code: str, expected: str) -> None:
     (tmp_path / "example.py").write_text(code)
-    done = subprocess.run(
-        [sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == expected

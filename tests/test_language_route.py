@@ -109,12 +109,7 @@ async def test_a_branch_may_chain_several_steps_and_the_route_hands_its_output_o
         return f"after the route: {x!r}"
 
     wf = (
-        Workflow("chained")
-        .route(size)
-        .branch("small", plus_one, times_ten)
-        .branch("large", large)
-        .end()
-        .then(describe)
+        Workflow("chained").route(size).branch("small", plus_one, times_ten).branch("large", large).end().then(describe)
     )
     async with Engine(db) as engine:
         assert await engine.run(wf, 2, run_id="r") == "after the route: 30"

@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from durable import JournalError, NotADurableDatabase, SeqConflict, SQLiteJournal, StorageError
+from durable import JournalError, Lease, NotADurableDatabase, Owner, SeqConflict, SQLiteJournal, StorageError
 from durable import events as ev
 from durable.sqlite import APPLICATION_ID, SCHEMA_VERSION
 
@@ -31,6 +31,14 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+TESTER = Owner("tester", "test-host", 1)
+
+
+def owned(run_id: str) -> dict[str, Any]:
+    """Append as the run's owner: every run here is created holding this lease, and keeps it."""
+    return {"lease": Lease(run_id, TESTER.name, 1), "owner": TESTER, "ttl": 3600}
 
 
 def started(workflow: str = "wf") -> ev.RunStarted:
@@ -110,7 +118,7 @@ async def test_an_empty_file_becomes_a_journal(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
     db.touch()
     async with SQLiteJournal(db) as journal:
-        await journal.append("r", [started()])
+        await journal.append("r", [started()], **owned("r"))
     with raw(db, readonly=True) as conn:
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
@@ -121,8 +129,8 @@ async def test_open_twice_is_harmless_and_reopening_keeps_the_data(tmp_path: Pat
     await journal.open()
     await journal.open()
     try:
-        await journal.append("r", [started("keep")])
-        await journal.append("r", [scheduled(2), scheduled(3, node="b")])
+        await journal.append("r", [started("keep")], **owned("r"))
+        await journal.append("r", [scheduled(2), scheduled(3, node="b")], **owned("r"))
         before = await journal.read("r")
     finally:
         await journal.close()
@@ -130,14 +138,14 @@ async def test_open_twice_is_harmless_and_reopening_keeps_the_data(tmp_path: Pat
         assert await again.read("r") == before
         info = await again.get_run("r")
         assert info is not None and (info.workflow, info.last_seq, info.status) == ("keep", 3, "running")
-        await again.append("r", [scheduled(4)])
+        await again.append("r", [scheduled(4)], **owned("r"))
         assert [e.seq for e in await again.read("r")] == [1, 2, 3, 4]
 
 
 async def test_closed_journal_refuses_appends_and_reads(tmp_path: Path) -> None:
     journal = SQLiteJournal(tmp_path / "j.db")
     with pytest.raises(JournalError, match="not open"):
-        await journal.append("r", [started()])
+        await journal.append("r", [started()], **owned("r"))
     with pytest.raises(JournalError, match="not open"):
         await journal.read("r")
     assert not (tmp_path / "j.db").exists()
@@ -149,7 +157,7 @@ async def test_closed_journal_refuses_appends_and_reads(tmp_path: Path) -> None:
 async def test_triggers_refuse_update_and_delete_of_events(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
     async with SQLiteJournal(db) as journal:
-        await journal.append("r", [started(), scheduled(2)])
+        await journal.append("r", [started(), scheduled(2)], **owned("r"))
     with raw(db) as conn:
         before = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -225,7 +233,7 @@ async def test_a_file_that_is_not_ours_is_refused_and_left_untouched(tmp_path: P
     assert digest(db) == before
     assert siblings(db) == files  # no -wal or -shm left next to it
     with pytest.raises(JournalError):  # the refused journal is not half open
-        await journal.append("r", [started()])
+        await journal.append("r", [started()], **owned("r"))
 
 
 async def test_a_path_in_a_missing_directory_is_a_storage_error_naming_it(tmp_path: Path) -> None:
@@ -253,8 +261,11 @@ CHILD = textwrap.dedent(
 
     import anyio
 
-    from durable import SeqConflict, SQLiteJournal
+    from durable import Lease, Owner, SeqConflict, SQLiteJournal
     from durable import events as ev
+
+    def owned(run_id):  # the same lease as the parent's: both write as the run's one owner
+        return {"lease": Lease(run_id, "tester", 1), "owner": Owner("tester", "test-host", 1), "ttl": 3600}
 
     def event(seq, node):
         return ev.StepScheduled(seq=seq, ts=datetime.now(UTC), node=node, attempt=1)
@@ -264,7 +275,7 @@ CHILD = textwrap.dedent(
             print("ready", flush=True)
             sys.stdin.readline()
             try:
-                await journal.append(run_id, [event(2, "contested-child")])
+                await journal.append(run_id, [event(2, "contested-child")], **owned(run_id))
                 print("won", flush=True)
             except SeqConflict as exc:
                 print(f"conflict {exc.expected} {exc.actual}", flush=True)
@@ -273,7 +284,7 @@ CHILD = textwrap.dedent(
                 for _ in range(10_000):
                     info = await journal.get_run(run_id)
                     try:
-                        await journal.append(run_id, [event(info.last_seq + 1, f"child-{i}")])
+                        await journal.append(run_id, [event(info.last_seq + 1, f"child-{i}")], **owned(run_id))
                         break
                     except SeqConflict:
                         pass
@@ -289,7 +300,7 @@ CHILD = textwrap.dedent(
 async def test_two_processes_appending_at_the_same_seq_one_wins_nothing_lost(tmp_path: Path) -> None:
     db, run_id, rounds = tmp_path / "j.db", "shared", 40
     async with SQLiteJournal(db) as journal:
-        await journal.append(run_id, [started()])
+        await journal.append(run_id, [started()], **owned(run_id))
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(db), run_id, str(rounds)],
             stdin=subprocess.PIPE,
@@ -303,7 +314,7 @@ async def test_two_processes_appending_at_the_same_seq_one_wins_nothing_lost(tmp
             child.stdin.write("go\n")
             child.stdin.flush()
             try:
-                await journal.append(run_id, [scheduled(2, node="contested-parent")])
+                await journal.append(run_id, [scheduled(2, node="contested-parent")], **owned(run_id))
                 parent_won = True
             except SeqConflict as exc:
                 assert (exc.expected, exc.actual) == (2, 2)
@@ -316,7 +327,9 @@ async def test_two_processes_appending_at_the_same_seq_one_wins_nothing_lost(tmp
                     info = await journal.get_run(run_id)
                     assert info is not None
                     try:
-                        await journal.append(run_id, [scheduled(info.last_seq + 1, node=f"parent-{i}")])
+                        await journal.append(
+                            run_id, [scheduled(info.last_seq + 1, node=f"parent-{i}")], **owned(run_id)
+                        )
                         break
                     except SeqConflict:
                         pass
@@ -362,8 +375,8 @@ def _rows(db: Path) -> list[Any]:
 async def test_disk_full_is_a_storage_error_and_the_journal_recovers(tmp_path: Path) -> None:
     db = tmp_path / "j.db"
     async with SQLiteJournal(db) as journal:
-        await journal.append("r", [started()])
-        await journal.append("r", [scheduled(2), scheduled(3, node="b")])
+        await journal.append("r", [started()], **owned("r"))
+        await journal.append("r", [scheduled(2), scheduled(3, node="b")], **owned("r"))
         before = await journal.read("r")
         rows_before = _rows(db)
 
@@ -373,10 +386,10 @@ async def test_disk_full_is_a_storage_error_and_the_journal_recovers(tmp_path: P
 
         big = [scheduled(4, output_size=200_000), scheduled(5, node="b")]
         with pytest.raises(StorageError, match="full") as caught:
-            await journal.append("r", big)
+            await journal.append("r", big, **owned("r"))
         assert "rolled back" in str(caught.value)
         with pytest.raises(StorageError):  # a new run needs pages too
-            await journal.append("other", [started(), scheduled(2, output_size=200_000)])
+            await journal.append("other", [started(), scheduled(2, output_size=200_000)], **owned("other"))
 
         assert await journal.read("r") == before
         info = await journal.get_run("r")
@@ -387,7 +400,7 @@ async def test_disk_full_is_a_storage_error_and_the_journal_recovers(tmp_path: P
             assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
         conn.execute("PRAGMA max_page_count = 1073741823")
-        await journal.append("r", big)
+        await journal.append("r", big, **owned("r"))
         assert [e.seq for e in await journal.read("r")] == [1, 2, 3, 4, 5]
         assert (await journal.read("r", after=3, upto=4))[0] == big[0]
 

@@ -422,20 +422,29 @@ async def test_bug_a_child_run_is_not_claimed_while_its_parent_runs_it(db: Path,
 
 @pytest.mark.anyio
 async def test_bug_pausing_a_busy_run_from_another_engine_is_not_a_takeover(db: Path, effects: Path) -> None:
-    w = worker(db, [ww.held], lease_ttl=0.3, max_takeovers=1)
+    w = worker(db, [ww.held_twice], lease_ttl=0.3, max_takeovers=1)
     async with Engine(db) as engine, working(w):
-        run_id = await engine.submit(ww.held, 1)  # one async step of 0.1 s
-        for _ in range(2):
-            async def in_step() -> bool:
-                return (await engine.journal.read(run_id))[-1].type == "step_started"
+        run_id = await engine.submit(ww.held_twice, 1)  # two async steps of 0.1 s
 
-            await until(in_step, "the step is in flight")
-            async with Engine(db) as other:
-                await other.pause(run_id)
-            await anyio.sleep(0.6)
-            async with Engine(db) as other:
-                await other.unpause(run_id)
+        async def in_step() -> bool:
+            return (await engine.journal.read(run_id))[-1].type == "step_started"
+
+        async def parked() -> bool:
+            info = await engine.journal.get_run(run_id)
+            return info is not None and info.paused and info.lease_owner is None
+
+        await until(in_step, "the first step is in flight")
+        async with Engine(db) as other:
+            await other.pause(run_id)  # a request to the worker, which owns the run
+        await until(parked, "the worker paused the run at its next step and handed it back")
+        await anyio.sleep(0.6)  # twice the lease: nothing expires, nothing is taken over
+        async with Engine(db) as other:
+            await other.unpause(run_id)
         assert await engine.wait(run_id, timeout=5) == 1  # got: RunFailed TooManyTakeovers
+        info = await engine.journal.get_run(run_id)
+        assert info is not None and info.takeovers == 0
+        types = [e.type for e in await engine.journal.read(run_id)]
+        assert types.count("step_started") == 2 and "run_paused" in types and "run_unpaused" in types
 
 
 @pytest.mark.anyio

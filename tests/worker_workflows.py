@@ -181,6 +181,7 @@ async def hold(x: int) -> int:
 
 
 held = Workflow("held").then(hold)
+held_twice = Workflow("held_twice").then(hold).then(hold, name="hold_again")
 capped = Workflow("capped").then(hold)
 """The same step as ``held`` under another name: the tests cap this one with workflow_concurrency."""
 
