@@ -55,7 +55,7 @@ async def _apply(journals: list[Journal], history: list[tuple[Any, ...]]) -> Non
 
     async def append(run_id: str, event_type: Any, **fields: Any) -> None:
         event = event_type(seq=last[run_id] + 1, ts=ev.utcnow(), **fields)
-        for i, j in enumerate(journals):
+        for j in journals:
             if event.seq == 1:
                 await j.append(run_id, [event])  # created unowned, as engine.submit does
                 continue
