@@ -23,11 +23,29 @@ from ._run import LiveRun
 from .errors import DurableError, RunBusy
 from .journal import Journal, Lease, Owner, RunInfo
 
-__all__ = ["HOST", "Leases", "holder_alive", "nudge", "owner_dead", "pid_alive"]
+__all__ = ["HOST", "Leases", "holder_alive", "nudge", "owner_dead", "owner_text", "pid_alive", "waits_text"]
 
 log = logging.getLogger("durable")
 
-HOST = socket.gethostname()
+_INITIAL_PID_NAMESPACE = 0xEFFFFFFC  # the kernel's PROC_PID_INIT_INO: the host's own pid namespace
+
+
+def _host() -> str:
+    """This host's name in leases: ``DURABLE_HOST`` if set, else the hostname.
+
+    Pids are only comparable within one pid namespace: in a container (a namespace of its
+    own), the namespace is part of the name, so that two containers sharing a hostname never
+    take each other's pids for their own.
+    """
+    name = os.environ.get("DURABLE_HOST") or socket.gethostname()
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return name
+    return name if namespace == _INITIAL_PID_NAMESPACE else f"{name}#pidns{namespace}"
+
+
+HOST = _host()
 
 _OPEN: dict[str, Callable[[], None]] = {}  # the engines open in this process: owner name -> look at the inbox now
 
@@ -70,6 +88,34 @@ def holder_alive(info: RunInfo) -> bool:
     if info.lease_host != HOST:
         return True
     return not owner_dead(info.lease_owner, info.lease_pid)
+
+
+def owner_text(info: RunInfo) -> str | None:
+    """Who owns a running run, for people; ``None`` for a finished run."""
+    if info.status != "running":
+        return None
+    if info.lease_owner is None:
+        return "nobody"
+    who = info.holder()
+    if not holder_alive(info):
+        return f"{who}, gone"
+    until = info.lease_expires_at
+    if until is None or not info.lease_live(ev.utcnow()):
+        return f"nobody ({who}'s lease expired)"
+    return f"{who} until {until:%H:%M:%S}"
+
+
+def waits_text(info: RunInfo) -> str:
+    """What a running run waits for (a pause, a signal, a sleep), for people; empty when it does not wait."""
+    if info.status != "running":
+        return ""
+    parts = ["paused"] if info.paused else []
+    if info.waiting_for is not None:
+        until = f" until {info.wake_at:%H:%M:%S}" if info.wake_at else ""
+        parts.append(f"signal {info.waiting_for!r}{until}")
+    elif info.wake_at is not None:
+        parts.append(f"sleep until {info.wake_at:%H:%M:%S}")
+    return ", ".join(parts)
 
 
 class Leases:

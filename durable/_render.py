@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import events as ev
+from ._ownership import owner_text, waits_text
 from .fold import NodeState, RunState
 from .journal import RunInfo
 from .replay import ReplayStep
@@ -294,13 +295,16 @@ def attempts(events: Sequence[ev.Event]) -> list[Attempt]:
 def runs_table(runs: Sequence[RunInfo]) -> Table:
     """The run index as a table, in the order given."""
     table = Table(caption="times are UTC", caption_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("id", overflow="fold")
+    longest = max((len(r.run_id) for r in runs), default=2)
+    table.add_column("id", overflow="fold", min_width=min(longest, 36))  # ids are what users copy: keep them whole
     table.add_column("workflow", overflow="fold")
     table.add_column("version")
     table.add_column("status")
     table.add_column("events", justify="right")
     table.add_column("created", no_wrap=True)
     table.add_column("updated", no_wrap=True)
+    table.add_column("owner", overflow="fold", ratio=1)
+    table.add_column("waits for", overflow="fold", ratio=1)
     for r in runs:
         table.add_row(
             Text(r.run_id),
@@ -310,6 +314,8 @@ def runs_table(runs: Sequence[RunInfo]) -> Table:
             str(r.last_seq),
             when(r.created_at),
             when(r.updated_at),
+            Text(owner_text(r) or "", style="cyan" if r.status == "running" else ""),
+            Text(waits_text(r), style="yellow"),
         )
     return table
 

@@ -16,8 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from . import events as ev
+from ._ownership import holder_alive, owner_text
 from ._render import STATUS_STYLE, Entry, attempts, clip, compact, duration, offset, structure, when
 from .fold import RunState, fold
+from .journal import RunInfo
 
 __all__ = ["failure_traceback", "run_summary"]
 
@@ -29,7 +31,7 @@ def _status(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
-def _header(state: RunState, events: Sequence[ev.Event]) -> Table:
+def _header(state: RunState, events: Sequence[ev.Event], info: RunInfo | None) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
@@ -60,12 +62,16 @@ def _header(state: RunState, events: Sequence[ev.Event]) -> Table:
     if state.status == "cancelled":
         reason = next((e.reason for e in events if isinstance(e, ev.RunCancelled)), "")
         grid.add_row("cancelled", reason or "(no reason given)")
+    owner = owner_text(info) if info is not None else None
+    if owner is not None:
+        grid.add_row("owner", Text(owner, style="cyan"))
     if not state.finished:
-        grid.add_row("unfinished", Text(_unfinished(state), style="yellow"))
+        live = info is not None and info.lease_live(ev.utcnow()) and holder_alive(info)
+        grid.add_row("unfinished", Text(_unfinished(state, live), style="yellow"))
     return grid
 
 
-def _unfinished(state: RunState) -> str:
+def _unfinished(state: RunState, owned: bool) -> str:
     notes = []
     if state.paused:
         notes.append("paused (engine.unpause to let it go on)")
@@ -77,7 +83,10 @@ def _unfinished(state: RunState) -> str:
         notes.append("in flight at its last event: " + ", ".join(state.in_flight()))
     if state.pending():
         notes.append("scheduled or waiting to retry: " + ", ".join(state.pending()))
-    notes.append("resume it with engine.resume(run_id, workflow) or durable.run(workflow, run_id=...)")
+    if owned:
+        notes.append("its owner is executing it: wait for it (engine.wait, or durable.run with its id waits)")
+    else:
+        notes.append("resume it with engine.resume(run_id, workflow) or durable.run(workflow, run_id=...)")
     return "; ".join(notes)
 
 
@@ -196,14 +205,17 @@ def _troubles(events: Sequence[ev.Event], start: datetime) -> Table | None:
     return table
 
 
-def run_summary(run_id: str, events: Sequence[ev.Event]) -> RenderableType:
-    """The run's header, its nodes along the workflow's structure, its troubles, and the failure's traceback."""
+def run_summary(run_id: str, events: Sequence[ev.Event], info: RunInfo | None = None) -> RenderableType:
+    """The run's header, its nodes along the workflow's structure, its troubles, and the failure's traceback.
+
+    With ``info`` (the run's index row), the header also says who owns the run.
+    """
     state = fold(events, run_id)
     start = min(e.ts for e in events)
     title = Text.assemble(("run ", "bold"), (run_id, "bold"), "  ", _status(state.status))
     if state.paused and not state.finished:
         title.append("  paused", style="yellow")
-    parts: list[RenderableType] = [title, _header(state, events), Text(), _nodes_table(state, start)]
+    parts: list[RenderableType] = [title, _header(state, events, info), Text(), _nodes_table(state, start)]
     caption = f"started: offset from {when(start, ms=True)} UTC; took: from the first attempt's start to the end"
     if state.forked_from is not None:
         caption += "; copied steps keep the times of the run they came from"

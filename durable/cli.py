@@ -212,9 +212,15 @@ def history(
 @click.pass_context
 def show(ctx: click.Context, db: str | None, run_id: str) -> None:
     """Summarise RUN_ID: status, times, input, result or error with its traceback, and every step."""
-    events = _read_history(ctx, db, run_id)
+    path = existing_db(db_path(ctx, db))
+
+    async def body() -> tuple[list[ev.Event], RunInfo | None]:
+        async with Engine(path) as engine:
+            return await engine.history(run_id), await engine.journal.get_run(run_id)
+
+    events, info = run_async(body)
     console = make_console()
-    console.print(run_summary(run_id, events))
+    console.print(run_summary(run_id, events, info))
     trace = failure_traceback(run_id, events)
     if trace is not None:
         console.print(trace, soft_wrap=True)  # whole lines: it is copied into editors and bug reports

@@ -10,7 +10,10 @@ consistent prefix that can be resumed.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ from . import _crash
 from . import events as ev
 from ._codec import encode_any
 from ._control import Control, check_run_id
-from ._ownership import Leases, holder_alive
+from ._ownership import HOST, Leases, holder_alive
 from ._run import LiveRun, Phase, RunParked, write
 from ._runner import StepFailedForGood, StepInterrupted, decode_node, run_nodes
 from ._scheduler import Parking
@@ -164,7 +167,7 @@ class Engine:
         self.journal: Journal = (
             db if isinstance(db, Journal) else SQLiteJournal(db, synchronous=synchronous, busy_timeout=busy_timeout)
         )
-        self.owner = Owner.here(owner)
+        self.owner = Owner.here(owner, HOST)
         self._tg: TaskGroup | None = None
         self._live: dict[str, LiveRun] = {}
         self._leases = Leases(self.journal, self.owner, float(lease_ttl), self._live, self._lease_lost)
@@ -216,7 +219,6 @@ class Engine:
             return
         leases = self._handed_back + [r.lease for r in self._live.values() if r.lease is not None]
         self._handed_back = []
-        self._live.clear()
         for lease in leases:
             await self._leases.release(lease)
 
@@ -932,11 +934,50 @@ def run(
         async with engine:
             return await engine.run(workflow, input, run_id=rid)
 
+    where: list[str] = []  # the nodes in flight when Ctrl-C came
+
+    def in_flight() -> list[str]:
+        live = engine._live.get(rid) or engine._stopped.get(rid)
+        return live.state.in_flight() if live is not None else []
+
+    def on_ctrl_c(signum: int, frame: Any) -> None:
+        where[:] = where or in_flight()
+        if _step_threads():
+            # A sync step runs in a thread, and a thread cannot be interrupted: waiting for it
+            # could take as long as the step. Leave now, as a crash would; the journal needs
+            # nothing more (everything acknowledged is committed), and the run resumes from there.
+            _leave(RunInterrupted(rid, where[0] if where else None), 130)
+        raise KeyboardInterrupt
+
+    previous = None
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         return anyio.run(main)
     except (KeyboardInterrupt, SystemExit) as stop:
-        stopped = engine._stopped.get(rid)
-        nodes = stopped.state.in_flight() if stopped is not None else []
-        print(RunInterrupted(rid, nodes[0] if nodes else None), file=sys.stderr)
+        nodes = where or in_flight()
         code = stop.code if isinstance(stop, SystemExit) and isinstance(stop.code, int) else 130
+        message = RunInterrupted(rid, nodes[0] if nodes else None)
+        if _step_threads():  # a step's thread is still running: do not wait for it at exit
+            _leave(message, code)
+        print(message, file=sys.stderr)
         raise SystemExit(code) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _step_threads() -> bool:
+    """Whether a sync step is running in a worker thread right now."""
+    return any(t.name == "AnyIO worker thread" and t.is_alive() for t in threading.enumerate())
+
+
+def _leave(message: RunInterrupted, code: int) -> None:
+    """Print where the run stopped and exit at once, as a crash would (no thread is waited for)."""
+    print(message, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

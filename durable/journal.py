@@ -124,9 +124,9 @@ class Owner:
     pid: int | None = None
 
     @classmethod
-    def here(cls, name: str | None = None) -> Owner:
+    def here(cls, name: str | None = None, host: str | None = None) -> Owner:
         """An owner in this process: ``host:pid:random`` unless ``name`` is given."""
-        host, pid = socket.gethostname(), os.getpid()
+        host, pid = host or socket.gethostname(), os.getpid()
         return cls(name or f"{host}:{pid}:{os.urandom(4).hex()}", host, pid)
 
 

@@ -23,6 +23,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -192,15 +193,53 @@ class SQLiteJournal(Journal):
                 "upgrade durable",
             )
 
+    def _inspect_patiently(self) -> None:
+        """:meth:`_inspect`, looking again for a while at a file that seems foreign but may be ours in the making.
+
+        Another process may be creating the schema right now: a file with tables and no
+        application id yet (read without locks, see ``immutable=1``) that was written in the
+        last seconds is looked at again for up to a second before it is called foreign.
+        """
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                self._inspect()
+                return
+            except NotADurableDatabase as exc:
+                if "not a durable journal" not in str(exc) and "cannot be read" not in str(exc):
+                    raise
+                try:
+                    young = time.time() - Path(self.path).stat().st_mtime < 5.0
+                except OSError:
+                    young = False
+                if not young or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.02)
+
+    def _set_wal(self, conn: sqlite3.Connection) -> Any:
+        """``PRAGMA journal_mode = WAL``, retried while another process holds the lock it needs.
+
+        Changing the journal mode does not wait on ``busy_timeout`` the way writes do: several
+        processes opening one new file at once would otherwise fail with "database is locked".
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.01)
+
     def _open_writer(self) -> None:
-        self._inspect()
+        self._inspect_patiently()
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
         except sqlite3.Error as exc:
             raise _storage_error(exc, self.path) from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._set_wal(conn)
             if str(mode).lower() != "wal":
                 raise StorageError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the file on a local disk")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
