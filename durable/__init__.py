@@ -40,18 +40,18 @@ from .errors import StorageError as StorageError
 from .fold import NodeState as NodeState
 from .fold import RunState as RunState
 from .fold import fold as fold
-from .journal import InMemoryJournal as InMemoryJournal
-from .journal import Journal as Journal
-from .journal import Lease as Lease
-from .journal import Owner as Owner
-from .journal import RunInfo as RunInfo
+from .journal.base import Journal as Journal
+from .journal.base import Lease as Lease
+from .journal.base import Owner as Owner
+from .journal.base import RunInfo as RunInfo
+from .journal.memory import InMemoryJournal as InMemoryJournal
+from .journal.sqlite import SQLiteJournal as SQLiteJournal
 from .nodes import LoopResult as LoopResult
 from .nodes import again as again
 from .nodes import done as done
 from .replay import ReplayStep as ReplayStep
 from .replay import replay as replay
 from .retry import RetryPolicy as RetryPolicy
-from .sqlite import SQLiteJournal as SQLiteJournal
 from .worker import Worker as Worker
 
 __version__ = "0.1.0"

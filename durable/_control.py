@@ -23,7 +23,7 @@ from ._run import LiveRun, Phase, write
 from ._scheduler import CONTROL_SIGNAL, Parking
 from .errors import DurableError, JournalError, RunBusy, RunCancelled, RunNotFound
 from .fold import fold
-from .journal import Journal, Lease, RunInfo, SignalRecord
+from .journal.base import Journal, Lease, RunInfo, SignalRecord
 
 __all__ = ["Control", "check_run_id"]
 

@@ -21,7 +21,7 @@ import anyio
 from . import events as ev
 from ._run import LiveRun
 from .errors import DurableError, RunBusy
-from .journal import Journal, Lease, Owner, RunInfo
+from .journal.base import Journal, Lease, Owner, RunInfo
 
 __all__ = ["HOST", "Leases", "holder_alive", "nudge", "owner_dead", "owner_text", "pid_alive", "waits_text"]
 

@@ -28,7 +28,7 @@ from . import _crash
 from . import events as ev
 from .definition import Workflow
 from .fold import RunState
-from .journal import Journal, Lease, Owner
+from .journal.base import Journal, Lease, Owner
 
 __all__ = ["LiveRun", "Phase", "RunParked", "SpawnChild", "write"]
 

@@ -18,7 +18,7 @@ import anyio
 from . import events as ev
 from ._run import LiveRun
 from .errors import DurableError
-from .journal import Journal, SignalRecord
+from .journal.base import Journal, SignalRecord
 
 log = logging.getLogger("durable")
 

@@ -49,9 +49,9 @@ from .errors import (
     StepError,
 )
 from .fold import RunState, fold
-from .journal import Journal, Lease, Owner, RunInfo
-from .portable import export_document, fork_events, parse_document
-from .sqlite import SQLiteJournal, Synchronous
+from .journal.base import Journal, Lease, Owner, RunInfo
+from .journal.portable import export_document, fork_events, parse_document
+from .journal.sqlite import SQLiteJournal, Synchronous
 
 __all__ = ["Engine", "Incompatibility", "Recovery", "RunHandle", "Skipped", "run"]
 

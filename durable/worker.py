@@ -33,8 +33,8 @@ from .definition import Workflow
 from .engine import Engine
 from .errors import DurableError, LeaseLost, RunCancelled, RunFailed
 from .fold import fold
-from .journal import Claim, Journal
-from .sqlite import Synchronous
+from .journal.base import Claim, Journal
+from .journal.sqlite import Synchronous
 
 __all__ = ["Worker"]
 

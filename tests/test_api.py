@@ -135,7 +135,18 @@ def test_errors_carry_their_identifiers() -> None:
 def test_submodules_stay_importable_by_path() -> None:
     # Some submodules share their name with a function that __init__ re-exports (fold,
     # context); the modules themselves must still be reachable.
-    for mod in ("fold", "context", "definition", "errors", "events", "retry", "journal", "sqlite", "engine"):
+    for mod in (
+        "fold",
+        "context",
+        "definition",
+        "errors",
+        "events",
+        "retry",
+        "journal",
+        "journal.sqlite",
+        "engine",
+        "cli",
+    ):
         assert isinstance(importlib.import_module(f"durable.{mod}"), types.ModuleType)
     assert callable(durable.fold)
     assert callable(durable.context)

@@ -27,8 +27,8 @@ from debugging_workflows import BREAKER, FORKED_STEPS, MODE, make_runs
 
 from durable import Engine, RunInfo, fold
 from durable import events as ev
-from durable._render import duration
 from durable.cli import cli
+from durable.cli.render import duration
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import anyio
 from rich.console import Console
 
 from durable import Engine
-from durable.demo import WORKFLOW, _Kill, _report_effects
+from durable.cli.demo import WORKFLOW, _Kill, _report_effects
 
 STEPS = set(WORKFLOW.step_nodes())
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from durable import events as ev
-from durable.sqlite import decode_event, encode_event
+from durable.journal.sqlite import decode_event, encode_event
 
 EVENT_CLASSES: tuple[type[BaseModel], ...] = typing.get_args(typing.get_args(ev.Event)[0])
 

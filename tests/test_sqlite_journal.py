@@ -21,7 +21,7 @@ import pytest
 
 from durable import JournalError, Lease, NotADurableDatabase, Owner, SeqConflict, SQLiteJournal, StorageError
 from durable import events as ev
-from durable.sqlite import APPLICATION_ID, SCHEMA_VERSION
+from durable.journal.sqlite import APPLICATION_ID, SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,7 @@ import pytest
 
 from durable import DurableError, Engine, SQLiteJournal, StorageError, Workflow, context, step
 from durable import events as ev
-from durable.sqlite import decode_event
+from durable.journal.sqlite import decode_event
 from durable.testing import io_error_at, journal_violations, run_with_crashes
 
 pytestmark = pytest.mark.anyio

@@ -25,7 +25,7 @@ from hypothesis import Phase, settings
 import durable
 from durable import Engine, RetryPolicy, Workflow, step
 from durable import events as ev
-from durable.sqlite import decode_event
+from durable.journal.sqlite import decode_event
 from durable.testing import (
     POINTS,
     CrashSafetyError,

@@ -274,7 +274,7 @@ def read_journal(db: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     from contextlib import closing
     from pathlib import Path
 
-    from durable.sqlite import decode_rows
+    from durable.journal.sqlite import decode_rows
 
     uri = f"{Path(db).resolve().as_uri()}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True)) as conn:

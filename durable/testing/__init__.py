@@ -4,7 +4,7 @@
 Hypothesis: ``pip install 'durable[testing]'``.
 """
 
-from ..journal import InMemoryJournal as InMemoryJournal
+from ..journal.memory import InMemoryJournal as InMemoryJournal
 from .check import CrashSafetyError as CrashSafetyError
 from .check import CrashSafetyReport as CrashSafetyReport
 from .check import check_crash_safety as check_crash_safety

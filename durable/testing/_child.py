@@ -30,7 +30,7 @@ from pydantic_core import to_jsonable_python
 from ..definition import Workflow
 from ..engine import Engine
 from ..errors import RunFailed
-from ..sqlite import SQLiteJournal
+from ..journal.sqlite import SQLiteJournal
 
 RUN_ID = "sweep"
 

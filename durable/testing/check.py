@@ -183,7 +183,7 @@ def run_with_crashes(
 
 
 def _read_events(db: Path, run_id: str) -> list[Event]:
-    from ..sqlite import decode_event
+    from ..journal.sqlite import decode_event
 
     with sqlite3.connect(db) as conn:
         rows = conn.execute(

@@ -37,8 +37,8 @@ from typing import Any
 from ..context import context
 from ..definition import Workflow, step
 from ..events import Event, RunCompleted, RunFailed, StepCompleted, StepStarted
+from ..journal.sqlite import decode_event
 from ..retry import RetryPolicy
-from ..sqlite import decode_event
 from .invariants import journal_violations
 
 __all__ = ["LOG_ENV", "SweepError", "SweepReport", "demo", "log_execution", "sweep_sigkill"]

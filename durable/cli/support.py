@@ -17,11 +17,11 @@ import anyio
 import click
 from rich.console import Console
 
-from . import events as ev
-from ._loading import load_workflows
-from .definition import Workflow
-from .errors import DurableError
-from .journal import RunInfo
+from .. import events as ev
+from .._loading import load_workflows
+from ..definition import Workflow
+from ..errors import DurableError
+from ..journal.base import RunInfo
 
 __all__ = [
     "DEFAULT_DB",

@@ -17,11 +17,11 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from . import events as ev
-from ._ownership import owner_text, waits_text
-from .fold import NodeState, RunState
-from .journal import RunInfo
-from .replay import ReplayStep
+from .. import events as ev
+from .._ownership import owner_text, waits_text
+from ..fold import NodeState, RunState
+from ..journal.base import RunInfo
+from ..replay import ReplayStep
 
 __all__ = [
     "STATUS_STYLE",

@@ -24,9 +24,9 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from . import events as ev
-from ._render import STATUS_STYLE, Attempt, Entry, attempts, duration, offset, structure, when
-from .fold import fold
+from .. import events as ev
+from ..fold import fold
+from .render import STATUS_STYLE, Attempt, Entry, attempts, duration, offset, structure, when
 
 __all__ = ["GLYPHS", "timeline"]
 

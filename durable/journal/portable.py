@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import events as ev
-from .definition import Workflow
-from .errors import DurableError, InvalidRunDocument, SeqOutOfRange
-from .journal import check_append
+from .. import events as ev
+from ..definition import Workflow
+from ..errors import DurableError, InvalidRunDocument, SeqOutOfRange
+from .base import check_append
 
 __all__ = ["DOCUMENT_FORMAT", "export_document", "fork_events", "parse_document"]
 

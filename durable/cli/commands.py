@@ -1,7 +1,7 @@
-"""The command line: ``durable demo | runs | show | history | timeline | state | fork | export | import | check``.
+"""The commands that look at runs: ``demo | runs | show | history | timeline | state | fork | export | import | check``.
 
 Thin by design: parse with click, call the engine, print with rich (the tables and charts
-are built in :mod:`durable._render` and :mod:`durable._timeline`). Every
+are built in :mod:`durable.cli.render`, :mod:`durable.cli.show` and :mod:`durable.cli.timeline`). Every
 :class:`~durable.errors.DurableError` becomes one line on stderr (``error: ...``) and exit
 status 1; usage errors are click's (exit status 2).
 
@@ -20,8 +20,17 @@ from typing import Any
 
 import click
 
-from . import events as ev
-from ._cli_support import (
+from .. import events as ev
+from ..definition import Workflow
+from ..engine import Engine
+from ..errors import InvalidRunDocument, RunAlreadyExists
+from ..fold import fold
+from ..journal.base import RunInfo
+from ..journal.portable import parse_document
+from ..replay import replay
+from .render import changes_text, history_table, runs_table
+from .show import failure_traceback, run_summary
+from .support import (
     SORT_KEYS,
     CliError,
     Since,
@@ -32,33 +41,12 @@ from ._cli_support import (
     make_console,
     run_async,
 )
-from ._render import changes_text, history_table, runs_table
-from ._show import failure_traceback, run_summary
-from ._timeline import timeline as timeline_chart
-from .definition import Workflow
-from .engine import Engine
-from .errors import InvalidRunDocument, RunAlreadyExists
-from .fold import fold
-from .journal import RunInfo
-from .portable import parse_document
-from .replay import replay
+from .timeline import timeline as timeline_chart
 
-__all__ = ["cli", "history_table", "main"]
+__all__ = ["check", "demo", "demo_child", "export_", "fork", "history", "import_", "runs", "show", "state", "timeline"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@db_option(on_group=True)
-@click.version_option(package_name="durable", prog_name="durable")
-def cli(db: str) -> None:
-    """Durable workflows in one SQLite file.
-
-    Look at runs (runs, show, history, timeline, state), fork one to resume it with fixed code,
-    move one to another machine (export, import), and check definitions before a deploy.
-    docs/debugging.md walks through them.
-    """
-
-
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.pass_context
 def demo(ctx: click.Context, db: str | None) -> None:
@@ -77,7 +65,7 @@ def demo(ctx: click.Context, db: str | None) -> None:
     ctx.exit(code)
 
 
-@cli.command("demo-child", hidden=True)
+@click.command("demo-child", hidden=True)
 @click.option("--db", required=True)
 @click.option("--run-id", required=True)
 @click.option("--effects", required=True, type=click.Path(dir_okay=False))
@@ -91,7 +79,7 @@ def demo_child(db: str, run_id: str, effects: str) -> None:
 # -- runs -----------------------------------------------------------------------------------
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.option(
     "--status",
@@ -161,7 +149,7 @@ def _read_history(ctx: click.Context, db: str | None, run_id: str) -> list[ev.Ev
     return run_async(body)
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.option("--node", "nodes", multiple=True, metavar="NODE", help="Only events of this node (repeatable).")
@@ -206,7 +194,7 @@ def history(
     make_console().print(history_table(events, title=f"run {run_id}: {len(events)} events{filtered}", shown=shown))
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.pass_context
@@ -226,7 +214,7 @@ def show(ctx: click.Context, db: str | None, run_id: str) -> None:
         console.print(trace, soft_wrap=True)  # whole lines: it is copied into editors and bug reports
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.pass_context
@@ -237,7 +225,7 @@ def timeline(ctx: click.Context, db: str | None, run_id: str) -> None:
     console.print(timeline_chart(run_id, events, console.width))
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.option("--at", "at", type=int, metavar="SEQ", help="The state after event SEQ (0: before any event).")
@@ -273,7 +261,7 @@ def _pick_definition(ref: str, workflow_name: str) -> Workflow:
     return found[0]
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.option("--at", "at", type=int, metavar="SEQ", help="Copy the events up to SEQ.")
@@ -329,7 +317,7 @@ def fork(
     )
 
 
-@cli.command("export")
+@click.command("export")
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.pass_context
@@ -344,7 +332,7 @@ def export_(ctx: click.Context, db: str | None, run_id: str) -> None:
     click.echo(json.dumps(run_async(body), indent=2, ensure_ascii=False))
 
 
-@cli.command("import")
+@click.command("import")
 @db_option(on_group=False)
 @click.argument("file", metavar="FILE", type=click.Path(dir_okay=True, allow_dash=True))
 @click.option("--new-run-id", metavar="ID", help="Import under this id instead of the document's.")
@@ -391,7 +379,7 @@ def import_(ctx: click.Context, db: str | None, file: str, new_run_id: str | Non
     )
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.option(
     "--workflows",
@@ -434,12 +422,3 @@ def check(ctx: click.Context, db: str | None, refs: tuple[str, ...]) -> None:
     )
     click.echo("\n".join(lines))
     ctx.exit(1)
-
-
-def main() -> None:
-    """Entry point of the ``durable`` command and of ``python -m durable``."""
-    cli.main(prog_name="durable")
-
-
-# Last, because they register their commands on `cli`: signal/cancel/pause/unpause, worker/submit/wait.
-from . import _cli_control, _cli_workers  # noqa: E402, F401

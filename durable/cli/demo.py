@@ -29,12 +29,12 @@ from typing import Any
 import anyio
 from rich.console import Console
 
-from .cli import history_table
-from .context import context
-from .definition import Workflow, step
-from .engine import Engine
-from .fold import COMPLETED, RunState, fold
-from .sqlite import SQLiteJournal
+from ..context import context
+from ..definition import Workflow, step
+from ..engine import Engine
+from ..fold import COMPLETED, RunState, fold
+from ..journal.sqlite import SQLiteJournal
+from .render import history_table
 
 __all__ = ["WORKFLOW", "DemoError", "run_child", "run_demo"]
 

@@ -1,7 +1,7 @@
-"""The SQLite journal's schema, its migrations, and the mapping between events and rows.
+"""The SQLite journal's schema, its migrations, its claim query, and the mapping between events and rows.
 
-Kept apart from :mod:`durable.sqlite` (the journal's connections and write path) so that each
-file has one job; every name here is SQLite-specific and private to the SQLite journal.
+Kept apart from :mod:`durable.journal.sqlite` (the journal's connections and write path) so
+that each file has one job; every name here is SQLite-specific, used by the SQLite journal only.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from . import events as ev
-from .journal import Claim, Lease, Owner, RunInfo, leased
+from .. import events as ev
+from .base import Claim, Lease, Owner, RunInfo, leased
 
 APPLICATION_ID = 0x44524231  # "DRB1", in the database header: marks the file as a durable journal
 SCHEMA_VERSION = 4
-_SQLITE_HEADER = b"SQLite format 3\x00"
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 # Each entry takes the schema from version i to i+1. Never edit a released entry: add one.
 MIGRATIONS: list[list[str]] = [
@@ -102,7 +102,7 @@ MIGRATIONS: list[list[str]] = [
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 _COLUMNS = {"seq", "ts", "type", "node", "attempt"}
-_RUN_FIELDS = (
+RUN_FIELDS = (
     "workflow, version, definition_hash, status, created_at, updated_at, last_seq, wake_at, waiting_for, "
     "signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers, parent_run_id, lease_host, lease_pid, "
     "lease_since"
@@ -151,7 +151,7 @@ def decode_event(seq: int, type_: str, node: str | None, attempt: int | None, ts
     return decode_rows([(seq, type_, node, attempt, ts, payload)])[0]
 
 
-def _claim(
+def claim_runs(
     conn: sqlite3.Connection,
     owner: Owner,
     hashes: list[str],
@@ -162,7 +162,7 @@ def _claim(
 ) -> list[Claim]:
     """The claim transaction's body (see :meth:`Journal.claim`); the rule is :func:`claimable`'s, in SQL."""
     now = ev.utcnow()
-    now_iso = _iso(now)
+    now_iso = iso(now)
     dead_marks = ",".join("?" * len(dead))
     not_dead = f"AND lease_owner NOT IN ({dead_marks})" if dead else ""
     live: dict[str, int] = dict(
@@ -180,7 +180,7 @@ def _claim(
         or_dead = f"OR lease_owner IN ({dead_marks})" if dead else ""
         rows = conn.execute(
             f"""
-            SELECT run_id, {_RUN_FIELDS} FROM runs
+            SELECT run_id, {RUN_FIELDS} FROM runs
             WHERE status = 'running' AND paused = 0 AND parent_run_id IS NULL
               AND definition_hash IN ({marks}) {not_full}
               AND (lease_owner IS NULL OR lease_expires_at < ? {or_dead})
@@ -198,7 +198,7 @@ def _claim(
         for row in rows:
             if len(out) >= limit:
                 break
-            info = _run_info(row[0], row[1:])
+            info = run_info(row[0], row[1:])
             cap = caps.get(info.workflow)
             if cap is not None and live.get(info.workflow, 0) >= cap:
                 continue
@@ -219,12 +219,12 @@ def write_lease(conn: sqlite3.Connection, info: RunInfo) -> None:
     conn.execute(
         "UPDATE runs SET lease_owner = ?, lease_token = ?, lease_expires_at = ?, takeovers = ?, lease_host = ?,"
         " lease_pid = ?, lease_since = ? WHERE run_id = ?",
-        (info.lease_owner, info.lease_token, _iso(info.lease_expires_at), info.takeovers, info.lease_host,
-         info.lease_pid, _iso(info.lease_since), info.run_id),
+        (info.lease_owner, info.lease_token, iso(info.lease_expires_at), info.takeovers, info.lease_host,
+         info.lease_pid, iso(info.lease_since), info.run_id),
     )  # fmt: skip
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     # Fixed width (microseconds always), so that text comparison in SQL is time comparison.
     return value.astimezone(UTC).isoformat(timespec="microseconds") if value is not None else None
 
@@ -233,7 +233,7 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
-def _run_info(run_id: str, row: Sequence[Any]) -> RunInfo:
+def run_info(run_id: str, row: Sequence[Any]) -> RunInfo:
     (workflow, version, definition_hash, status, created_at, updated_at, last_seq, wake_at, waiting_for,
      signal_mark, paused, lease_owner, lease_token, lease_expires_at, takeovers, parent_run_id, lease_host,
      lease_pid, lease_since) = row  # fmt: skip

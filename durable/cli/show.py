@@ -15,11 +15,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from . import events as ev
-from ._ownership import holder_alive, owner_text
-from ._render import STATUS_STYLE, Entry, attempts, clip, compact, duration, offset, structure, when
-from .fold import RunState, fold
-from .journal import RunInfo
+from .. import events as ev
+from .._ownership import holder_alive, owner_text
+from ..fold import RunState, fold
+from ..journal.base import RunInfo
+from .render import STATUS_STYLE, Entry, attempts, clip, compact, duration, offset, structure, when
 
 __all__ = ["failure_traceback", "run_summary"]
 

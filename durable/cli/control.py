@@ -14,14 +14,13 @@ from typing import Any
 
 import click
 
-from ._cli_support import CliError, db_option, db_path, existing_db, run_async
-from .cli import cli
-from .engine import Engine
+from ..engine import Engine
+from .support import CliError, db_option, db_path, existing_db, run_async
 
 __all__ = ["cancel", "pause", "signal", "unpause"]
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.argument("name")
@@ -49,7 +48,7 @@ def signal(ctx: click.Context, db: str | None, run_id: str, name: str, data: str
     click.echo(f"sent signal {name!r} to run {run_id} (signal {signal_id}); its wait_for({name!r}) receives it")
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.option("--reason", default="", metavar="TEXT", help="Why; recorded in the run_cancelled event.")
@@ -67,7 +66,7 @@ def cancel(ctx: click.Context, db: str | None, run_id: str, reason: str) -> None
     click.echo(f"cancelled run {run_id}{why}; it will not be resumed")
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.option("--reason", default="", metavar="TEXT", help="Why; recorded in the run_paused event.")
@@ -88,7 +87,7 @@ def pause(ctx: click.Context, db: str | None, run_id: str, reason: str) -> None:
     click.echo(f"paused run {run_id}; it starts no new node until: durable unpause {run_id}")
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.pass_context

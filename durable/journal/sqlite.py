@@ -35,16 +35,10 @@ import aiosqlite
 import anyio
 import anyio.to_thread
 
-from . import _crash
-from . import events as ev
-from ._sqlite_schema import _RUN_FIELDS, _SQLITE_HEADER, MIGRATIONS, _claim, _iso, _run_info, write_lease
-from ._sqlite_schema import APPLICATION_ID as APPLICATION_ID
-from ._sqlite_schema import SCHEMA_VERSION as SCHEMA_VERSION
-from ._sqlite_schema import decode_event as decode_event
-from ._sqlite_schema import decode_rows as decode_rows
-from ._sqlite_schema import encode_event as encode_event
-from .errors import DurableError, JournalError, NotADurableDatabase, StorageError
-from .journal import (
+from .. import _crash
+from .. import events as ev
+from ..errors import DurableError, JournalError, NotADurableDatabase, StorageError
+from .base import (
     Claim,
     Journal,
     Lease,
@@ -60,6 +54,12 @@ from .journal import (
     started_run,
     status_after,
 )
+from .sqlite_schema import APPLICATION_ID as APPLICATION_ID
+from .sqlite_schema import MIGRATIONS, RUN_FIELDS, SQLITE_HEADER, claim_runs, iso, run_info, write_lease
+from .sqlite_schema import SCHEMA_VERSION as SCHEMA_VERSION
+from .sqlite_schema import decode_event as decode_event
+from .sqlite_schema import decode_rows as decode_rows
+from .sqlite_schema import encode_event as encode_event
 
 __all__ = [
     "APPLICATION_ID",
@@ -169,7 +169,7 @@ class SQLiteJournal(Journal):
             return
         with open(p, "rb") as f:
             header = f.read(16)
-        if header != _SQLITE_HEADER:
+        if header != SQLITE_HEADER:
             raise NotADurableDatabase(self.path, "this file is not a SQLite database")
         try:
             # With no -wal beside it there is nothing but the file to read: immutable=1 then keeps
@@ -415,8 +415,8 @@ class SQLiteJournal(Journal):
             conn.execute("RELEASE one")
 
     def _insert_signal(self, conn: sqlite3.Connection, run_id: str, name: str, payload: str) -> SignalRecord:
-        row = conn.execute(f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        check_signal(run_id, _run_info(run_id, row) if row else None)
+        row = conn.execute(f"SELECT {RUN_FIELDS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        check_signal(run_id, run_info(run_id, row) if row else None)
         ts = ev.utcnow()
         cur = conn.execute(
             "INSERT INTO signals (run_id, name, ts, payload) VALUES (?, ?, ?, ?)",
@@ -452,14 +452,14 @@ class SQLiteJournal(Journal):
             return []
         who = owner if isinstance(owner, Owner) else Owner(owner)
         claims: list[Claim] = await self._submit(
-            "", lambda conn: _claim(conn, who, list(hashes), limit, ttl, workflow_limits or {}, list(dead))
+            "", lambda conn: claim_runs(conn, who, list(hashes), limit, ttl, workflow_limits or {}, list(dead))
         )
         return claims
 
     async def acquire(self, run_id: str, owner: Owner, ttl: float, *, replacing: Lease | None = None) -> Lease:
         def op(conn: sqlite3.Connection) -> Lease:
-            row = conn.execute(f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            info = _run_info(run_id, row) if row else None
+            row = conn.execute(f"SELECT {RUN_FIELDS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            info = run_info(run_id, row) if row else None
             now = ev.utcnow()
             check_acquire(run_id, info, now, replacing)
             assert info is not None
@@ -475,7 +475,7 @@ class SQLiteJournal(Journal):
             return []
 
         def op(conn: sqlite3.Connection) -> list[str]:
-            until = _iso(ev.utcnow() + timedelta(seconds=ttl))
+            until = iso(ev.utcnow() + timedelta(seconds=ttl))
             lost = []
             for lease in leases:
                 cur = conn.execute(
@@ -532,9 +532,9 @@ class SQLiteJournal(Journal):
         ids = list(dict.fromkeys(r.run_id for r in appends))
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            sql = f"SELECT run_id, {_RUN_FIELDS} FROM runs WHERE run_id IN ({','.join('?' * len(chunk))})"
+            sql = f"SELECT run_id, {RUN_FIELDS} FROM runs WHERE run_id IN ({','.join('?' * len(chunk))})"
             for row in conn.execute(sql, chunk):
-                infos[row[0]] = _run_info(row[0], row[1:])
+                infos[row[0]] = run_info(row[0], row[1:])
         new_runs: list[tuple[Any, ...]] = []
         rows: list[tuple[Any, ...]] = []
         touched: dict[str, RunInfo] = {}
@@ -555,11 +555,11 @@ class SQLiteJournal(Journal):
                 except DurableError as exc:
                     request.error = exc
                     continue
-                ts = _iso(first.ts)
+                ts = iso(first.ts)
                 new_runs.append(
                     (run_id, info.workflow, info.version, info.definition_hash, ts, ts, info.parent_run_id,
-                     info.lease_owner, info.lease_token, _iso(info.lease_expires_at), info.lease_host, info.lease_pid,
-                     _iso(info.lease_since))
+                     info.lease_owner, info.lease_token, iso(info.lease_expires_at), info.lease_host, info.lease_pid,
+                     iso(info.lease_since))
                 )  # fmt: skip
             last = events[-1]
             info = replace(
@@ -590,9 +590,9 @@ class SQLiteJournal(Journal):
                 [
                     (
                         i.status,
-                        _iso(i.updated_at),
+                        iso(i.updated_at),
                         i.last_seq,
-                        _iso(i.wake_at),
+                        iso(i.wake_at),
                         i.waiting_for,
                         i.signal_mark,
                         int(i.paused),
@@ -629,10 +629,10 @@ class SQLiteJournal(Journal):
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         rows = await self._fetch(
-            f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?",
+            f"SELECT {RUN_FIELDS} FROM runs WHERE run_id = ?",
             (run_id,),
         )
-        return _run_info(run_id, rows[0]) if rows else None
+        return run_info(run_id, rows[0]) if rows else None
 
     async def list_runs(
         self,
@@ -652,11 +652,11 @@ class SQLiteJournal(Journal):
         if workflow is not None:
             where.append("workflow = ?")
             params.append(workflow)
-        sql = f"SELECT run_id, {_RUN_FIELDS} FROM runs"
+        sql = f"SELECT run_id, {RUN_FIELDS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, run_id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = await self._fetch(sql, params)
-        return [_run_info(row[0], row[1:]) for row in rows]
+        return [run_info(row[0], row[1:]) for row in rows]

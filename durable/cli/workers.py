@@ -21,13 +21,12 @@ import click
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
-from ._cli_support import CliError, db_option, db_path, existing_db, load, run_async
-from ._run import LiveRun
-from .cli import cli
-from .engine import Engine
-from .errors import JournalError, LeaseLost, RunCancelled, RunFailed
-from .journal import Claim
-from .worker import Worker
+from .._run import LiveRun
+from ..engine import Engine
+from ..errors import JournalError, LeaseLost, RunCancelled, RunFailed
+from ..journal.base import Claim
+from ..worker import Worker
+from .support import CliError, db_option, db_path, existing_db, load, run_async
 
 __all__ = ["submit", "wait", "worker"]
 
@@ -91,7 +90,7 @@ _workflows_option = click.option(
 )
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @_workflows_option
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Runs at once.")
@@ -208,7 +207,7 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @_workflows_option
 @click.option("--workflow", "name", metavar="NAME", help="Which workflow to run [default: the only one given].")
@@ -255,7 +254,7 @@ def submit(
     click.echo(run_async(body))
 
 
-@cli.command()
+@click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.option(
