@@ -1,4 +1,4 @@
-"""Workflows of the language tests that child processes run (tests/test_language_cli.py).
+"""Workflows of the language tests that child processes run (tests/language/test_language_cli.py).
 
 Run as a script, so that a child process needs nothing but the path of this file::
 

@@ -1,4 +1,4 @@
-"""Workflows for tests/test_crash_sweep.py, importable by the sweep's child processes.
+"""Workflows for tests/chaos/test_crash_sweep.py, importable by the sweep's child processes.
 
 The sweep passes its ``sys.path`` on to the children, so ``sweep_workflows:failing`` resolves
 there as it does under pytest. The well-behaved demo lives in ``durable.testing.sweep:demo``.

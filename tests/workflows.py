@@ -1,4 +1,4 @@
-"""Workflows run in child processes by the crash tests (tests/test_sigkill.py).
+"""Workflows run in child processes by the crash tests (tests/chaos/test_sigkill.py).
 
 Run as a script, so that a child process needs nothing but the path of this file::
 
