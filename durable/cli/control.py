@@ -1,10 +1,10 @@
 """The control commands: ``durable signal | cancel | pause | unpause``.
 
-Registered on :data:`durable.cli.cli` when :mod:`durable.cli` is imported (its last line
-imports this module). Each opens the journal, writes one thing (a signal in the run's inbox,
-or a ``run_cancelled`` / ``run_paused`` / ``run_unpaused`` event) and prints one line saying
-what happens next. The run itself is executed elsewhere: a process that has it parked picks
-a signal up by polling the inbox; ``docs/language.md`` has the semantics.
+Each opens the journal and asks for one thing. A run that a live process executes gets the
+request in its inbox, and its owner applies it; a run that nobody executes is changed at
+once (this command takes its lease for the one event it writes). Each prints one line saying
+what happened, or what happens next. ``docs/language.md`` and ``docs/semantics.md`` have the
+semantics.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from typing import Any
 
 import click
 
+from .._ownership import holder_alive
 from ..engine import Engine
+from ..events import utcnow
+from ..journal.base import RunInfo
 from .support import CliError, db_option, db_path, existing_db, run_async
 
 __all__ = ["cancel", "pause", "signal", "unpause"]
@@ -48,22 +51,49 @@ def signal(ctx: click.Context, db: str | None, run_id: str, name: str, data: str
     click.echo(f"sent signal {name!r} to run {run_id} (signal {signal_id}); its wait_for({name!r}) receives it")
 
 
+def _owner(info: RunInfo | None) -> str | None:
+    """The live owner of a running run, for people, or ``None`` if nobody alive executes it."""
+    if info is None or info.status != "running" or not info.lease_live(utcnow()) or not holder_alive(info):
+        return None
+    return info.holder()
+
+
 @click.command()
 @db_option(on_group=False)
 @click.argument("run_id")
 @click.option("--reason", default="", metavar="TEXT", help="Why; recorded in the run_cancelled event.")
+@click.option(
+    "--wait",
+    "wait",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the run's owner to stop it (a sync step stops when it returns).",
+)
 @click.pass_context
-def cancel(ctx: click.Context, db: str | None, run_id: str, reason: str) -> None:
-    """Cancel RUN_ID: it ends 'cancelled' and is never resumed."""
+def cancel(ctx: click.Context, db: str | None, run_id: str, reason: str, wait: float) -> None:
+    """Cancel RUN_ID (and its running children): it ends 'cancelled' and is never resumed."""
     path = existing_db(db_path(ctx, db))
 
-    async def body() -> None:
+    async def body() -> tuple[str | None, bool]:
         async with Engine(path) as engine:
-            await engine.cancel(run_id, reason=reason)
+            owner = _owner(await engine.journal.get_run(run_id))
+            try:
+                await engine.cancel(run_id, reason=reason, timeout=wait)
+            except TimeoutError:
+                return owner, False
+            return owner, True
 
-    run_async(body)
+    owner, done = run_async(body)
     why = f" ({reason})" if reason else ""
-    click.echo(f"cancelled run {run_id}{why}; it will not be resumed")
+    if not done:
+        click.echo(
+            f"asked {owner or 'its owner'} to cancel run {run_id}{why}; it has not stopped within {wait:g}s "
+            "(a step still runs): it ends cancelled at its next transition"
+        )
+        return
+    by = f" (its owner, {owner}, stopped it)" if owner else ""
+    click.echo(f"cancelled run {run_id}{why}{by}; it will not be resumed")
 
 
 @click.command()
@@ -75,16 +105,23 @@ def pause(ctx: click.Context, db: str | None, run_id: str, reason: str) -> None:
     """Pause RUN_ID: it starts no new top-level node until 'durable unpause RUN_ID'."""
     path = existing_db(db_path(ctx, db))
 
-    async def body() -> bool:
+    async def body() -> tuple[bool, str | None]:
         async with Engine(path) as engine:
             was_paused = (await engine.state(run_id)).paused
+            owner = _owner(await engine.journal.get_run(run_id))
             await engine.pause(run_id, reason=reason)
-            return was_paused
+            return was_paused, owner
 
-    if run_async(body):
+    was_paused, owner = run_async(body)
+    if was_paused:
         click.echo(f"run {run_id} was already paused; nothing changed")
-        return
-    click.echo(f"paused run {run_id}; it starts no new node until: durable unpause {run_id}")
+    elif owner is not None:
+        click.echo(
+            f"asked {owner}, which executes run {run_id}, to pause it: it starts no new node once the one in "
+            f"progress ends, until: durable unpause {run_id}"
+        )
+    else:
+        click.echo(f"paused run {run_id}; it starts no new node until: durable unpause {run_id}")
 
 
 @click.command()
@@ -95,15 +132,19 @@ def unpause(ctx: click.Context, db: str | None, run_id: str) -> None:
     """Let a paused RUN_ID go on (when an engine next resumes it)."""
     path = existing_db(db_path(ctx, db))
 
-    async def body() -> bool:
+    async def body() -> tuple[bool, str | None]:
         async with Engine(path) as engine:
             state = await engine.state(run_id)
             if state.finished:  # engine.unpause refuses too; say it in the same words as pause
                 raise CliError(f"run {run_id!r} has already {state.status}; there is nothing to control")
+            owner = _owner(await engine.journal.get_run(run_id))
             await engine.unpause(run_id)
-            return state.paused
+            return state.paused, owner
 
-    if not run_async(body, expected=(CliError,)):
+    was_paused, owner = run_async(body, expected=(CliError,))
+    if not was_paused:
         click.echo(f"run {run_id} is not paused; nothing changed")
-        return
-    click.echo(f"unpaused run {run_id}; it goes on when an engine resumes it (engine.recover, or a worker)")
+    elif owner is not None:
+        click.echo(f"asked {owner}, which holds run {run_id}, to let it go on")
+    else:
+        click.echo(f"unpaused run {run_id}; it goes on when an engine resumes it (engine.recover, or a worker)")

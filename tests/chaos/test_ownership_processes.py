@@ -404,3 +404,37 @@ def test_callers_of_one_run_id_under_random_sigkills(tmp_path: Path, rounds: int
         totals["takeovers"] += query(db, "SELECT takeovers FROM runs WHERE run_id = ?", run_id)[0][0]
     figures = ", ".join(f"{k}: {v}" for k, v in totals.items())
     print(f"\nownership sweep (seed {seed}): {figures}, violations: 0, {time.monotonic() - started:.1f} s")
+
+
+# -- visible ownership ------------------------------------------------------------------------
+
+
+def durable_cli(db: Path, *args: str, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "durable", *args, "--db", str(db)],
+        capture_output=True, text=True, timeout=TIMEOUT, env=dict(os.environ, COLUMNS=str(columns)),
+    )  # fmt: skip
+
+
+def test_runs_and_show_say_who_owns_a_running_run(tmp_path: Path) -> None:
+    db, effects = tmp_path / "app.db", tmp_path / "effects.log"
+    owner = spawn(effects, "run", str(db), "order-6", "30", OWNERSHIP_STEP_SECONDS="2")
+    with killed_at_exit([owner]):
+        wait_for("a step is in flight", lambda: in_step(db, "order-6") is not None)
+        host = query(db, "SELECT lease_host FROM runs WHERE run_id = 'order-6'")[0][0]
+        runs = durable_cli(db, "runs")
+        show = durable_cli(db, "show", "order-6")
+        busy = durable_cli(db, "pause", "order-6")
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        after = durable_cli(db, "show", "order-6")
+    assert runs.returncode == 0, runs.stderr
+    row = next(line for line in runs.stdout.splitlines() if "order-6" in line)
+    assert f"pid {owner.pid}@{host} until" in row
+    assert show.returncode == 0, show.stderr
+    assert f"pid {owner.pid}@{host} until" in show.stdout
+    assert "its owner is executing it" in show.stdout and "resume it with" not in show.stdout
+    assert busy.returncode == 0, busy.stderr
+    assert busy.stdout.startswith(f"asked pid {owner.pid}@{host}, which executes run order-6, to pause it")
+    assert after.returncode == 0, after.stderr
+    assert f"pid {owner.pid}@{host}, gone" in after.stdout and "resume it with" in after.stdout
