@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -30,12 +30,14 @@ __all__ = [
     "Owner",
     "RunInfo",
     "SignalRecord",
+    "Slots",
     "as_owner",
     "check_append",
     "check_acquire",
     "check_lease",
     "check_signal",
     "claimable",
+    "holds_a_slot",
     "leased",
     "unleased",
     "schedule_after",
@@ -250,6 +252,40 @@ def claimable(
     if info.wake_at is not None and info.wake_at <= now:
         return True
     return info.waiting_for is not None and has_new_signal
+
+
+def holds_a_slot(info: RunInfo, now: datetime, dead: Collection[str] = ()) -> bool:
+    """Whether the run counts against its workflow's concurrency cap: running, under a live lease.
+
+    A cancelled, finished or released run gives its slot back at once; so does one whose owner
+    was found dead.
+    """
+    return info.status == "running" and info.lease_live(now) and info.lease_owner not in dead
+
+
+class Slots:
+    """The per-workflow concurrency caps during one claim (the same accounting in every journal).
+
+    Args:
+        caps: the most live leases per workflow name (``workflow_limits``); others are uncapped.
+        live: how many runs of each workflow hold a slot now (see :func:`holds_a_slot`).
+    """
+
+    def __init__(self, caps: Mapping[str, int], live: Mapping[str, int]) -> None:
+        self._caps = dict(caps)
+        self._live = dict(live)
+
+    def full(self) -> list[str]:
+        """The capped workflows with no free slot: a claim query leaves them out."""
+        return [w for w, cap in self._caps.items() if self._live.get(w, 0) >= cap]
+
+    def take(self, workflow: str) -> bool:
+        """Take a slot of ``workflow`` for a run being claimed; ``False`` if it has none free."""
+        cap = self._caps.get(workflow)
+        if cap is not None and self._live.get(workflow, 0) >= cap:
+            return False
+        self._live[workflow] = self._live.get(workflow, 0) + 1
+        return True
 
 
 def check_append(run_id: str, info: RunInfo | None, events: Sequence[ev.Event]) -> None:

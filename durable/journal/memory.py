@@ -22,12 +22,14 @@ from .base import (
     Owner,
     RunInfo,
     SignalRecord,
+    Slots,
     as_owner,
     check_acquire,
     check_append,
     check_lease,
     check_signal,
     claimable,
+    holds_a_slot,
     leased,
     schedule_after,
     started_run,
@@ -136,10 +138,8 @@ class InMemoryJournal(Journal):
         await anyio.lowlevel.checkpoint()
         who = as_owner(owner)
         now = ev.utcnow()
-        live = Counter(
-            r.workflow
-            for r in self._runs.values()
-            if r.status == "running" and r.lease_live(now) and r.lease_owner not in dead
+        slots = Slots(
+            workflow_limits or {}, Counter(r.workflow for r in self._runs.values() if holds_a_slot(r, now, dead))
         )
         out: list[Claim] = []
         for info in sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id)):
@@ -149,12 +149,8 @@ class InMemoryJournal(Journal):
                 s.run_id == info.run_id and s.name == info.waiting_for and s.id > info.signal_mark
                 for s in self._signals
             )
-            if not claimable(info, now, hashes, fresh, dead):
+            if not claimable(info, now, hashes, fresh, dead) or not slots.take(info.workflow):
                 continue
-            cap = (workflow_limits or {}).get(info.workflow)
-            if cap is not None and live[info.workflow] >= cap:
-                continue
-            live[info.workflow] += 1
             self._runs[info.run_id] = info = leased(info, who, now, ttl)
             lease = Lease(info.run_id, who.name, info.lease_token)
             out.append(Claim(lease, info.workflow, info.definition_hash, info.takeovers))

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from .. import events as ev
-from .base import Claim, Lease, Owner, RunInfo, leased
+from .base import Claim, Lease, Owner, RunInfo, Slots, leased
 
 APPLICATION_ID = 0x44524231  # "DRB1", in the database header: marks the file as a durable journal
 SCHEMA_VERSION = 4
@@ -160,21 +160,27 @@ def claim_runs(
     caps: dict[str, int],
     dead: list[str],
 ) -> list[Claim]:
-    """The claim transaction's body (see :meth:`Journal.claim`); the rule is :func:`claimable`'s, in SQL."""
+    """The claim transaction's body (see :meth:`Journal.claim`).
+
+    The rule is :func:`~durable.journal.base.claimable`'s, written as the query below, and the
+    caps are counted by :class:`~durable.journal.base.Slots` as in every journal;
+    ``tests/journal/test_claim_parity.py`` drives this query and ``claimable`` through the
+    same random histories and checks that they claim the same runs.
+    """
     now = ev.utcnow()
     now_iso = iso(now)
     dead_marks = ",".join("?" * len(dead))
     not_dead = f"AND lease_owner NOT IN ({dead_marks})" if dead else ""
-    live: dict[str, int] = dict(
-        conn.execute(
-            "SELECT workflow, count(*) FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL"
-            f" AND lease_expires_at >= ? {not_dead} GROUP BY workflow",
-            (now_iso, *dead),
-        ).fetchall()
-    )
+    # holds_a_slot(), in SQL
+    live = conn.execute(
+        "SELECT workflow, count(*) FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL"
+        f" AND lease_expires_at >= ? {not_dead} GROUP BY workflow",
+        (now_iso, *dead),
+    ).fetchall()
+    slots = Slots(caps, dict(live))
     out: list[Claim] = []
     while len(out) < limit:
-        full = [w for w, cap in caps.items() if live.get(w, 0) >= cap]  # at their cap: not even looked at
+        full = slots.full()  # at their cap: not even looked at
         marks = ",".join("?" * len(hashes))
         not_full = f"AND workflow NOT IN ({','.join('?' * len(full))})" if full else ""
         or_dead = f"OR lease_owner IN ({dead_marks})" if dead else ""
@@ -199,17 +205,15 @@ def claim_runs(
             if len(out) >= limit:
                 break
             info = run_info(row[0], row[1:])
-            cap = caps.get(info.workflow)
-            if cap is not None and live.get(info.workflow, 0) >= cap:
+            if not slots.take(info.workflow):
                 continue
-            live[info.workflow] = live.get(info.workflow, 0) + 1
             info = leased(info, owner, now, ttl)
             write_lease(conn, info)
             out.append(Claim(Lease(info.run_id, owner.name, info.lease_token), info.workflow, info.definition_hash,
                              info.takeovers))  # fmt: skip
         # Claimed rows drop out of the next query and full workflows are excluded from it: each
         # round claims something or fills a cap, or there is nothing more to claim.
-        if not rows or (len(out), len([w for w, cap in caps.items() if live.get(w, 0) >= cap])) == before:
+        if not rows or (len(out), len(slots.full())) == before:
             break
     return out
 
