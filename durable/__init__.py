@@ -3,6 +3,7 @@
 This module only re-exports; see ``docs/`` for the semantics.
 """
 
+from ._script import run as run
 from .context import StepContext as StepContext
 from .context import context as context
 from .definition import Step as Step
@@ -13,7 +14,6 @@ from .engine import Incompatibility as Incompatibility
 from .engine import Recovery as Recovery
 from .engine import RunHandle as RunHandle
 from .engine import Skipped as Skipped
-from .engine import run as run
 from .errors import DefinitionError as DefinitionError
 from .errors import DefinitionMismatch as DefinitionMismatch
 from .errors import DurableError as DurableError

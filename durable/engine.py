@@ -10,13 +10,8 @@ consistent prefix that can be resumed.
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -24,15 +19,17 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from . import _crash
+from . import _crash, _history
 from . import events as ev
 from ._codec import encode_any
 from ._control import Control, check_run_id
+from ._handles import Incompatibility, Recovery, RunHandle, Skipped
+from ._history import check_definition, check_workflow
 from ._ownership import HOST, Leases, holder_alive
-from ._run import LiveRun, Phase, RunParked, write
-from ._runner import StepFailedForGood, StepInterrupted, decode_node, run_nodes
+from ._run import LiveRun, Phase, RunParked
+from ._runner import StepFailedForGood, StepInterrupted, run_nodes
 from ._scheduler import Parking
-from .definition import Workflow, definition_changes
+from .definition import Workflow
 from .errors import (
     DefinitionMismatch,
     DurableError,
@@ -44,83 +41,13 @@ from .errors import (
     RunFailed,
     RunInterrupted,
     RunNotFound,
-    SeqOutOfRange,
     SerializationError,
-    StepError,
 )
 from .fold import RunState, fold
 from .journal.base import Journal, Lease, Owner, RunInfo
-from .journal.portable import export_document, fork_events, parse_document
 from .journal.sqlite import SQLiteJournal, Synchronous
 
-__all__ = ["Engine", "Incompatibility", "Recovery", "RunHandle", "Skipped", "run"]
-
-
-@dataclass(frozen=True)
-class Incompatibility:
-    """An unfinished run that the given definitions could not resume."""
-
-    run_id: str
-    workflow: str
-    version: str
-    definition_hash: str
-    changes: list[str]
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A run that :meth:`Engine.recover` left alone, and why.
-
-    ``reason`` is ``"owned"`` (a live owner executes it; ``detail`` names it), ``"definition"``
-    (its workflow was given, but not its definition; ``detail`` lists the changes),
-    ``"workflow"`` (no definition of its workflow was given) or ``"child"`` (its parent run
-    resumes it).
-    """
-
-    run_id: str
-    workflow: str
-    reason: str
-    detail: str
-
-
-class Recovery(list["RunHandle"]):
-    """What :meth:`Engine.recover` did: the list of the runs it resumed, and ``skipped``, the ones it left."""
-
-    def __init__(self, resumed: Iterable[RunHandle] = (), skipped: Iterable[Skipped] = ()) -> None:
-        super().__init__(resumed)
-        self.skipped: list[Skipped] = list(skipped)
-
-    def __repr__(self) -> str:
-        return f"Recovery(resumed={[h.run_id for h in self]!r}, skipped={self.skipped!r})"
-
-
-@dataclass(frozen=True)
-class RunHandle:
-    """A run started or resumed by an engine; await :meth:`result` for its outcome."""
-
-    run_id: str
-    _engine: Engine
-    _workflow: Workflow
-    _live: LiveRun | None = None
-
-    async def result(self) -> Any:
-        """Wait for the run to end and return its result.
-
-        Raises:
-            RunFailed: the run failed; ``__cause__`` is the step's exception (a :class:`StepError`
-                rebuilt from the journal when the run failed in another process).
-            DurableError: the run stopped without an outcome (a journal error, say); resume it.
-        """
-        if self._live is not None:
-            await self._live.finished.wait()
-            if self._live.error is not None:
-                raise self._live.error
-            return self._live.result
-        return await self._engine._stored_result(self.run_id, self._workflow)
-
-    async def state(self) -> RunState:
-        """The run's state as committed so far."""
-        return await self._engine.state(self.run_id)
+__all__ = ["Engine", "Incompatibility", "Recovery", "RunHandle", "Skipped"]
 
 
 class Engine:
@@ -261,7 +188,7 @@ class Engine:
             SerializationError: ``input`` cannot be encoded as JSON.
         """
         tg = self._group()
-        workflow = _check_workflow(workflow)
+        workflow = check_workflow(workflow)
         if on_conflict not in ("fail", "use_existing", "terminate_existing"):
             raise DurableError(f"on_conflict={on_conflict!r}: use 'fail', 'use_existing' or 'terminate_existing'")
         run_id = run_id if run_id is not None else uuid.uuid4().hex
@@ -295,7 +222,7 @@ class Engine:
             DefinitionMismatch: the run was started by a different definition; nothing is written.
         """
         tg = self._group()
-        workflow = _check_workflow(workflow)
+        workflow = check_workflow(workflow)
         live = self._live.get(run_id)
         if live is not None:
             return self._handle_for(live, workflow)
@@ -303,9 +230,9 @@ class Engine:
         if info is None:
             raise RunNotFound(run_id)
         if info.status in ev.TERMINAL_STATUSES:
-            self._check_definition(fold(await self.journal.read(run_id, upto=1), run_id), workflow)
+            check_definition(fold(await self.journal.read(run_id, upto=1), run_id), workflow)
             return RunHandle(run_id, self, workflow)
-        self._check_definition(fold(await self.journal.read(run_id, upto=1), run_id), workflow)
+        check_definition(fold(await self.journal.read(run_id, upto=1), run_id), workflow)
         try:
             lease = await self._leases.acquire(run_id)
         except RunBusy:
@@ -343,7 +270,7 @@ class Engine:
             RunAlreadyExists: ``run_id`` is taken.
             SerializationError: ``input`` cannot be encoded as JSON.
         """
-        workflow = _check_workflow(workflow)
+        workflow = check_workflow(workflow)
         run_id = run_id if run_id is not None else uuid.uuid4().hex
         check_run_id(run_id)
         await self._record_start(workflow, input, run_id, state, None, None).commit()
@@ -407,7 +334,7 @@ class Engine:
         state = fold(events, lease.run_id)
         if state.finished:
             return None
-        self._check_definition(state, workflow)
+        check_definition(state, workflow)
         run = self._new_live(workflow, state, lease, claimed=True, on_exit=on_exit)
         self._live[run.run_id] = run
         await self._control.pending(run)
@@ -450,7 +377,7 @@ class Engine:
         workflow or definition was not given. Pass old and new versions of a workflow side by
         side to recover runs of both. A child run is resumed by its parent.
         """
-        by_hash = {w.definition_hash: _check_workflow(w) for w in workflows}
+        by_hash = {w.definition_hash: check_workflow(w) for w in workflows}
         names = {w.name for w in by_hash.values()}
         report = Recovery()
         todo: list[tuple[str, Workflow]] = []
@@ -466,7 +393,7 @@ class Engine:
             else:
                 candidate = next(w for w in by_hash.values() if w.name == info.workflow)
                 try:
-                    self._check_definition(fold(await self.journal.read(info.run_id, upto=1), info.run_id), candidate)
+                    check_definition(fold(await self.journal.read(info.run_id, upto=1), info.run_id), candidate)
                 except DefinitionMismatch as mismatch:
                     detail = "; ".join(mismatch.changes) or "the canonical forms differ"
                     report.skipped.append(Skipped(info.run_id, info.workflow, "definition", detail))
@@ -477,23 +404,8 @@ class Engine:
                 report.skipped.append(Skipped(run_id, workflow.name, "owned", str(busy)))
         return report
 
-    def _check_definition(self, state: RunState, workflow: Workflow) -> None:
-        if state.definition_hash == workflow.definition_hash:
-            return
-        assert state.run_id is not None
-        changes = definition_changes(state.definition or {}, workflow.canonical())
-        old, new = state.definition_hash or "", workflow.definition_hash
-        message = (
-            f"run {state.run_id!r} was started by definition {old[:12]} ({state.workflow} v{state.version}); "
-            f"the code now defines {new[:12]} ({workflow.name} v{workflow.version}):\n  - "
-            + "\n  - ".join(changes or ["(the canonical forms differ)"])
-            + "\nLet the old run finish under the code that started it (keep that definition, with its own "
-            "version, and pass it to resume/recover), or start a new run."
-        )
-        raise DefinitionMismatch(state.run_id, old, new, changes, message)
-
     def _handle_for(self, live: LiveRun, workflow: Workflow) -> RunHandle:
-        self._check_definition(live.state, workflow)
+        check_definition(live.state, workflow)
         return RunHandle(live.run_id, self, workflow, live)
 
     def _launch(self, tg: TaskGroup, run: LiveRun) -> RunHandle:
@@ -512,20 +424,7 @@ class Engine:
         changes are listed against the last definition of that name given), or when no
         definition of its name is given at all.
         """
-        given = [_check_workflow(w) for w in workflows]
-        out: list[Incompatibility] = []
-        for info in await self.journal.list_runs(status="running"):
-            same_name = [w for w in given if w.name == info.workflow]
-            if any(w.definition_hash == info.definition_hash for w in same_name):
-                continue
-            if same_name:
-                first = (await self.journal.read(info.run_id, upto=1))[0]
-                assert isinstance(first, ev.RunStarted)
-                changes = definition_changes(first.definition, same_name[-1].canonical())
-            else:
-                changes = [f"no definition of workflow {info.workflow!r} was given"]
-            out.append(Incompatibility(info.run_id, info.workflow, info.version, info.definition_hash, changes))
-        return out
+        return await _history.incompatibilities(self.journal, workflows)
 
     async def fork(
         self,
@@ -552,11 +451,9 @@ class Engine:
             SeqOutOfRange: ``at`` is outside the run (or at its end).
             RunAlreadyExists: ``new_run_id`` is taken.
         """
-        events = await self.history(run_id)
-        new_run_id = new_run_id or f"{run_id}-fork-{uuid.uuid4().hex[:8]}"
-        copied = fork_events(run_id, events, at=at, from_step=from_step, workflow=workflow)
-        await write(self.journal, new_run_id, copied, None)
-        return new_run_id
+        return await _history.fork(
+            self.journal, run_id, at=at, from_step=from_step, new_run_id=new_run_id, workflow=workflow
+        )
 
     async def export(self, run_id: str) -> dict[str, Any]:
         """The run as a self-contained JSON-ready document (events and definition), for another machine.
@@ -564,7 +461,7 @@ class Engine:
         Raises:
             RunNotFound: no such run.
         """
-        return export_document(run_id, await self.history(run_id))
+        return await _history.export(self.journal, run_id)
 
     async def import_run(self, doc: Any, *, new_run_id: str | None = None) -> str:
         """Load a document made by :meth:`export` into this journal; return the run id.
@@ -573,10 +470,7 @@ class Engine:
             InvalidRunDocument: the document is malformed (nothing is written).
             RunAlreadyExists: the run id is taken here (pass ``new_run_id``).
         """
-        run_id, events = parse_document(doc)
-        run_id = new_run_id or run_id
-        await write(self.journal, run_id, events, None)
-        return run_id
+        return await _history.import_run(self.journal, doc, new_run_id)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -586,10 +480,7 @@ class Engine:
         Raises:
             RunNotFound: no such run.
         """
-        events = await self.journal.read(run_id)
-        if not events:
-            raise RunNotFound(run_id)
-        return events
+        return await _history.history(self.journal, run_id)
 
     async def state(self, run_id: str, at: int | None = None) -> RunState:
         """The fold of the run's events up to seq ``at`` (all of them by default).
@@ -598,12 +489,7 @@ class Engine:
             RunNotFound: no such run.
             SeqOutOfRange: ``at`` is negative or beyond the run's last seq.
         """
-        events = await self.history(run_id)
-        if at is not None:
-            if at < 0 or at > events[-1].seq:
-                raise SeqOutOfRange(run_id, at, events[-1].seq)
-            events = events[:at]
-        return fold(events, run_id)
+        return await _history.state(self.journal, run_id, at)
 
     async def list_runs(
         self, status: str | None = None, workflow: str | None = None, limit: int | None = None
@@ -612,20 +498,7 @@ class Engine:
         return await self.journal.list_runs(status=status, workflow=workflow, limit=limit)
 
     async def _stored_result(self, run_id: str, workflow: Workflow | None) -> Any:
-        state = await self.state(run_id)
-        if state.status == "completed":
-            return _decode_result(workflow, state)
-        if state.status == "cancelled":
-            last = (await self.history(run_id))[-1]
-            raise RunCancelled(run_id, last.reason if isinstance(last, ev.RunCancelled) else "")
-        if state.status == "failed" and state.error is not None:
-            err = state.error
-            raise RunFailed(run_id, err.node, err.type, err.message, branch=err.branch) from StepError(
-                err.node, err.type, err.message, err.traceback
-            )
-        raise DurableError(
-            f"run {run_id!r} is {state.status} and not running in this engine; resume it with engine.resume()"
-        )
+        return await _history.stored_result(self.journal, run_id, workflow)
 
     # -- executing ----------------------------------------------------------------------------
 
@@ -870,25 +743,9 @@ class Engine:
         return await self.start(workflow, input, run_id=new_id, state=state)
 
 
-def _check_workflow(workflow: Any) -> Workflow:
-    if isinstance(workflow, Workflow):
-        return workflow.build()
-    from .definition import ForkBuilder
-
-    if isinstance(workflow, ForkBuilder):
-        raise DurableError("this workflow has a fork that is still open; close it with .join(step)")
-    raise DurableError(f"{workflow!r} is not a Workflow; build one with Workflow('name').then(step)")
-
-
 def _result_json(workflow: Workflow, state: RunState) -> Any:
     # A workflow never ends in a fork (a fork is closed by its join step): the last node's output.
     return state.nodes[workflow.nodes[-1].id].output
-
-
-def _decode_result(workflow: Workflow | None, state: RunState) -> Any:
-    if workflow is None:
-        return state.result
-    return decode_node(workflow.nodes[-1], state.result, state)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -907,77 +764,3 @@ def _unwrap(exc: BaseException) -> BaseException:
     crashes = [e for e in leaves if not isinstance(e, Exception | cancelled)]
     errors = [e for e in leaves if isinstance(e, Exception)]
     return (crashes or errors or leaves)[0]
-
-
-def run(
-    workflow: Workflow,
-    input: Any = None,
-    *,
-    run_id: str | None = None,
-    db: str | Path = "durable.db",
-    synchronous: Synchronous = "FULL",
-) -> Any:
-    """Run a workflow to its end from synchronous code (a script): start it, or resume it.
-
-    Same semantics as :meth:`Engine.run`: a finished run returns its stored result without
-    running anything; an unfinished one continues where it stopped; one that another live
-    process executes right now is waited for, not executed twice.
-
-    Ctrl-C (or a step raising ``KeyboardInterrupt`` or ``SystemExit``) stops the run as a crash
-    would: one line on stderr says where it stopped, and the process exits with status 130
-    (``SystemExit``'s own code for a ``SystemExit``). Running the same command again resumes it.
-    """
-    rid = run_id if run_id is not None else uuid.uuid4().hex
-    engine = Engine(db, synchronous=synchronous)
-
-    async def main() -> Any:
-        async with engine:
-            return await engine.run(workflow, input, run_id=rid)
-
-    where: list[str] = []  # the nodes in flight when Ctrl-C came
-
-    def in_flight() -> list[str]:
-        live = engine._live.get(rid) or engine._stopped.get(rid)
-        return live.state.in_flight() if live is not None else []
-
-    def on_ctrl_c(signum: int, frame: Any) -> None:
-        where[:] = where or in_flight()
-        if _step_threads():
-            # A sync step runs in a thread, and a thread cannot be interrupted: waiting for it
-            # could take as long as the step. Leave now, as a crash would; the journal needs
-            # nothing more (everything acknowledged is committed), and the run resumes from there.
-            _leave(RunInterrupted(rid, where[0] if where else None), 130)
-        raise KeyboardInterrupt
-
-    previous = None
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    ):
-        previous = signal.signal(signal.SIGINT, on_ctrl_c)
-    try:
-        return anyio.run(main)
-    except (KeyboardInterrupt, SystemExit) as stop:
-        nodes = where or in_flight()
-        code = stop.code if isinstance(stop, SystemExit) and isinstance(stop.code, int) else 130
-        message = RunInterrupted(rid, nodes[0] if nodes else None)
-        if _step_threads():  # a step's thread is still running: do not wait for it at exit
-            _leave(message, code)
-        print(message, file=sys.stderr)
-        raise SystemExit(code) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _step_threads() -> bool:
-    """Whether a sync step is running in a worker thread right now."""
-    return any(t.name == "AnyIO worker thread" and t.is_alive() for t in threading.enumerate())
-
-
-def _leave(message: RunInterrupted, code: int) -> None:
-    """Print where the run stopped and exit at once, as a crash would (no thread is waited for)."""
-    print(message, file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
