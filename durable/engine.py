@@ -19,15 +19,16 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from . import _crash, _history
+from . import _history
 from . import events as ev
 from ._codec import encode_any
 from ._control import Control, check_run_id
 from ._handles import Incompatibility, Recovery, RunHandle, Skipped
 from ._history import check_definition, check_workflow
+from ._lifecycle import Runs, unwrap
 from ._ownership import HOST, Leases, holder_alive
-from ._run import LiveRun, Phase, RunParked
-from ._runner import StepFailedForGood, StepInterrupted, run_nodes
+from ._run import LiveRun
+from ._runner import StepInterrupted
 from ._scheduler import Parking
 from .definition import Workflow
 from .errors import (
@@ -39,7 +40,6 @@ from .errors import (
     RunBusy,
     RunCancelled,
     RunFailed,
-    RunInterrupted,
     RunNotFound,
     SerializationError,
 )
@@ -96,14 +96,15 @@ class Engine:
         )
         self.owner = Owner.here(owner, HOST)
         self._tg: TaskGroup | None = None
-        self._live: dict[str, LiveRun] = {}
-        self._leases = Leases(self.journal, self.owner, float(lease_ttl), self._live, self._lease_lost)
-        self._parking = Parking(self.journal, self._wake, signal_poll_interval, self._live, self._apply_control)
+        self._runs = Runs()
+        self._live = self._runs.live  # the runs this engine executes (running or parked), by id
+        self._stopped = self._runs.stopped
+        self._leases = Leases(self.journal, self.owner, float(lease_ttl), self._live, self._runs.lease_lost)
+        self._parking = Parking(self.journal, self._runs.wake, signal_poll_interval, self._live, self._apply_control)
         self._control = Control(
             self.journal, self._live, self._parking, self._leases.acquire, holder_alive, min(0.1, signal_poll_interval)
         )
-        self._handed_back: list[Lease] = []  # leases of runs stopped by shutdown, given back on exit
-        self._stopped: dict[str, LiveRun] = {}  # runs stopped by shutdown or an interrupt: where they were
+        self._runs.wire(self._leases, self._parking, self._control)
 
     @property
     def lease_ttl(self) -> float:
@@ -112,7 +113,7 @@ class Engine:
     async def __aenter__(self) -> Engine:
         await self.journal.open()
         self._leases.open(self._parking.nudge)
-        self._tg = anyio.create_task_group()
+        self._tg = self._runs.tg = anyio.create_task_group()
         await self._tg.__aenter__()
         await self._parking.start()
         self._tg.start_soon(self._parking.loop, name="durable: wake parked runs")
@@ -130,24 +131,15 @@ class Engine:
             # Runs never raise into the group (they keep their errors for their handles), so
             # what is here is the block's own exception or a simulated crash: raise it as
             # itself, not wrapped, so that `except RunNotFound:` around the block still works.
-            leaf = _unwrap(group)
+            leaf = unwrap(group)
             raise (leaf.original if isinstance(leaf, StepInterrupted) else leaf) from None
         finally:
-            self._tg = None
+            self._tg = self._runs.tg = None
             try:
-                await self._give_back_all()
+                await self._runs.give_back_all()
             finally:
                 self._leases.close()
                 await self.journal.close()
-
-    async def _give_back_all(self) -> None:
-        """On exit: give back the leases of the runs still here, so they can be resumed at once elsewhere."""
-        if _crash.fired():  # a (simulated) dead process writes nothing
-            return
-        leases = self._handed_back + [r.lease for r in self._live.values() if r.lease is not None]
-        self._handed_back = []
-        for lease in leases:
-            await self._leases.release(lease)
 
     def _group(self) -> TaskGroup:
         if self._tg is None:
@@ -409,12 +401,7 @@ class Engine:
         return RunHandle(live.run_id, self, workflow, live)
 
     def _launch(self, tg: TaskGroup, run: LiveRun) -> RunHandle:
-        self._live[run.run_id] = run
-        # The scope exists from now on, before the task runs: a cancel() in between reaches it.
-        run.scope = anyio.CancelScope()
-        run.phase = Phase.RUNNING
-        tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
-        self._parking.nudge()  # the inbox is polled while the engine has live runs
+        self._runs.launch(tg, run)
         return RunHandle(run.run_id, self, run.workflow, run)
 
     async def check_compatibility(self, workflows: Iterable[Workflow]) -> list[Incompatibility]:
@@ -502,6 +489,9 @@ class Engine:
 
     # -- executing ----------------------------------------------------------------------------
 
+    async def _apply_control(self, run: LiveRun, request: Any) -> None:
+        await self._control.apply(run, request)
+
     def _new_live(
         self,
         workflow: Workflow,
@@ -522,107 +512,6 @@ class Engine:
             claimed=claimed,
             on_exit=on_exit,
         )
-
-    def _wake(self, run: LiveRun) -> None:
-        """Give a parked run a task again (called by the parking loop, or by unpause/signal)."""
-        run.parked = None
-        if self._tg is not None:
-            run.scope = anyio.CancelScope()
-            run.phase = Phase.RUNNING
-            self._tg.start_soon(self._drive, run, name=f"durable run {run.run_id}")
-
-    def _lease_lost(self, run: LiveRun) -> None:
-        """Another owner took the run over (we were presumed dead): stop it at once, write nothing more."""
-        lost = LeaseLost(run.run_id, self.owner.name, run.lease.token if run.lease else 0, None, 0)
-        if run.phase is Phase.PARKED:
-            self._parking.remove(run.run_id)
-            self._live.pop(run.run_id, None)
-            run.finish(error=lost)
-        elif run.scope is not None:
-            run.lost = lost
-            run.scope.cancel()
-
-    async def _apply_control(self, run: LiveRun, request: Any) -> None:
-        await self._control.apply(run, request)
-
-    async def _drive(self, run: LiveRun) -> None:
-        """Execute a run until it ends or parks. Never raises into the engine's task group, except cancellation."""
-        parked = False
-        scope = run.scope = run.scope or anyio.CancelScope()
-        try:
-            with scope:
-                if run.cancel_reason is not None:  # asked while nobody executed it (found in its inbox)
-                    await self._record_cancel(run, run.cancel_reason)
-                    return
-                try:
-                    value = await run_nodes(run, run.workflow.nodes, run.state.input, top=True)
-                except StepFailedForGood as failed:
-                    info = failed.info
-                    if failed.branch:  # the node alone does not say which lane of the fork failed
-                        info = info.model_copy(update={"branch": failed.branch})
-                    await self._control.pending(run)
-                    if run.cancel_reason is not None:  # a cancel asked meanwhile wins over the failure
-                        await self._record_cancel(run, run.cancel_reason)
-                        return
-                    run.record(ev.RunFailed, error=info)
-                    await run.commit()
-                    error = RunFailed(run.run_id, failed.node, info.type, info.message, branch=info.branch)
-                    error.__cause__ = failed.cause
-                    run.finish(error=error)
-                    return
-                except RunParked as parking:  # it waits: no task, no thread, no connection until it wakes
-                    run.parked = parking
-                    run.phase = Phase.PARKED
-                    if not run.claimed:  # a worker's run is woken by whichever worker claims it next
-                        parked = True
-                        self._parking.park(run)
-                    return
-                # A cancel asked from another process during the last node must not be lost: look
-                # at the inbox once more before the run's outcome is written.
-                await self._control.pending(run)
-                if run.cancel_reason is not None:  # asked during the last node: the run ends cancelled
-                    await self._record_cancel(run, run.cancel_reason)
-                    return
-                run.record(ev.RunCompleted, result=_result_json(run.workflow, run.state))
-                await run.commit()
-                run.finish(result=value)
-            if run.lost is not None:
-                run.finish(error=run.lost)
-            elif run.cancel_reason is not None and not run.finished.is_set():  # engine.cancel() stopped it
-                await self._record_cancel(run, run.cancel_reason)
-        except anyio.get_cancelled_exc_class():
-            run.finish(error=DurableError(f"run {run.run_id!r} was stopped (engine shut down); resume it to go on"))
-            if run.lease is not None and not run.claimed:
-                self._handed_back.append(run.lease)
-            self._stopped[run.run_id] = run
-            raise
-        except BaseException as exc:  # journal failure, interrupt or simulated crash: write nothing more
-            leaf = _unwrap(exc)
-            if isinstance(leaf, StepInterrupted):
-                run.finish(error=RunInterrupted(run.run_id, leaf.node))
-                self._stopped[run.run_id] = run
-                raise leaf from None
-            run.finish(error=leaf)
-            if not isinstance(leaf, Exception):
-                raise leaf from None
-        finally:
-            run.scope = None
-            if not parked:
-                if run.phase is not Phase.PARKED:
-                    run.phase = Phase.FINISHED if run.finished.is_set() else run.phase
-                if self._live.get(run.run_id) is run:
-                    del self._live[run.run_id]
-                # A run that ended with its terminal event has no owner any more (that append cleared
-                # the lease); one that stopped on an error gives its lease back, unless it was
-                # taken over or its process is (as good as) dead.
-                stopped = run.finished.is_set() and not run.state.finished
-                if run.lease is not None and run.on_exit is None and stopped and not _crash.fired():
-                    if not isinstance(run.error, LeaseLost | RunInterrupted):
-                        with anyio.CancelScope(shield=True):
-                            await self._leases.release(run.lease)
-            if run.on_exit is not None:
-                with anyio.CancelScope(shield=True):
-                    await run.on_exit(run)
 
     async def _spawn_child(
         self, workflow: Workflow, value: Any, child_id: str, parent: ev.ParentRef
@@ -711,11 +600,6 @@ class Engine:
         """
         await self._control.unpause(run_id)
 
-    async def _record_cancel(self, run: LiveRun, reason: str) -> None:
-        run.record_control(ev.RunCancelled, reason=reason)
-        await run.commit()
-        run.finish(error=RunCancelled(run.run_id, reason))
-
     def _initial_state(self, workflow: Workflow, state: Any) -> dict[str, Any] | None:
         model = workflow.state_model
         if model is None:
@@ -741,26 +625,3 @@ class Engine:
             if info is not None and info.status == "running":
                 await self.cancel(old, reason=f"superseded by {new_id!r}")
         return await self.start(workflow, input, run_id=new_id, state=state)
-
-
-def _result_json(workflow: Workflow, state: RunState) -> Any:
-    # A workflow never ends in a fork (a fork is closed by its join step): the last node's output.
-    return state.nodes[workflow.nodes[-1].id].output
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The most telling exception inside nested exception groups (crashes first, then errors, then cancellation)."""
-    if not isinstance(exc, BaseExceptionGroup):
-        return exc
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [exc]
-    while stack:
-        e = stack.pop()
-        if isinstance(e, BaseExceptionGroup):
-            stack.extend(reversed(e.exceptions))
-        else:
-            leaves.append(e)
-    cancelled = anyio.get_cancelled_exc_class()
-    crashes = [e for e in leaves if not isinstance(e, Exception | cancelled)]
-    errors = [e for e in leaves if isinstance(e, Exception)]
-    return (crashes or errors or leaves)[0]
