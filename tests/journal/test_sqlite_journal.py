@@ -403,3 +403,48 @@ async def test_disk_full_is_a_storage_error_and_the_journal_recovers(tmp_path: P
         assert [e.seq for e in await reopened.read("r")] == [1, 2, 3, 4, 5]
     with raw(db, readonly=True) as check:
         assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+
+async def test_a_journal_of_schema_3_is_migrated_forward_and_its_runs_resume(tmp_path: Path) -> None:
+    """A file written before leases were on every execution opens, gains the lease columns, and resumes."""
+    from durable import Engine, Workflow, step
+    from durable.journal.sqlite_schema import MIGRATIONS
+
+    db = tmp_path / "old.db"
+    with closing(sqlite3.connect(db)) as conn:  # schema 3, as durable wrote it then
+        for migration in MIGRATIONS[:3]:
+            for sql in migration:
+                conn.execute(sql)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 3")
+        started_at = datetime(2026, 11, 1, tzinfo=UTC).isoformat(timespec="microseconds")
+        @step
+        def inc(x: int) -> int:
+            return x + 1
+
+        wf = Workflow("old").then(inc)
+        first = ev.RunStarted(
+            seq=1, ts=datetime(2026, 11, 1, tzinfo=UTC), workflow="old", version="1",
+            definition_hash=wf.definition_hash, definition=wf.canonical(), input=1,
+        )  # fmt: skip
+        from durable.journal.sqlite import encode_event
+
+        conn.execute(
+            "INSERT INTO runs (run_id, workflow, version, definition_hash, status, created_at, updated_at, last_seq)"
+            " VALUES ('old-1', 'old', '1', ?, 'running', ?, ?, 1)",
+            (wf.definition_hash, started_at, started_at),
+        )
+        conn.execute("INSERT INTO events VALUES ('old-1', ?, ?, ?, ?, ?, ?)", encode_event(first))
+        conn.commit()
+    async with Engine(db) as engine:
+        info = await engine.journal.get_run("old-1")
+        assert info is not None and (info.lease_owner, info.lease_host, info.lease_pid) == (None, None, None)
+        assert await engine.run(wf, run_id="old-1") == 2
+    with raw(db, readonly=True) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        assert {"lease_host", "lease_pid", "lease_since"} <= columns
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
