@@ -14,6 +14,7 @@ from .engine import Incompatibility as Incompatibility
 from .engine import Recovery as Recovery
 from .engine import RunHandle as RunHandle
 from .engine import Skipped as Skipped
+from .errors import CorruptJournal as CorruptJournal
 from .errors import DefinitionError as DefinitionError
 from .errors import DefinitionMismatch as DefinitionMismatch
 from .errors import DurableError as DurableError
@@ -57,6 +58,7 @@ from .worker import Worker as Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "CorruptJournal",
     "DefinitionError",
     "DefinitionMismatch",
     "DurableError",

@@ -26,6 +26,7 @@ import anyio
 
 from . import _crash
 from . import events as ev
+from ._codec import storable
 from .definition import Workflow
 from .fold import RunState
 from .journal.base import Journal, Lease, Owner
@@ -144,7 +145,10 @@ class LiveRun:
         if shared is None or before is None:
             return None
         after = shared.model_dump(mode="json")
-        return {k: v for k, v in after.items() if before.get(k) != v} or None
+        patch = {k: v for k, v in after.items() if before.get(k) != v} or None
+        if patch is not None:
+            storable(patch, what="the shared state a step changed")
+        return patch
 
     def record(self, event_type: Any, **fields: Any) -> ev.Event:
         """Create the next event (seq and time assigned), apply it to the live state, queue it for commit."""

@@ -82,12 +82,21 @@ class StepFailedForGood(BaseException):
 
 
 def error_info(exc: BaseException, node: str | None) -> ev.ErrorInfo:
+    """What the journal keeps of a failure, its text made storable.
+
+    A message holding a lone surrogate would otherwise make the failure itself impossible to
+    record, and the run would fail the same way on every resume.
+    """
     return ev.ErrorInfo(
-        type=type(exc).__name__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
+        type=_text(type(exc).__name__),
+        message=_text(str(exc)),
+        traceback=_text("".join(traceback.format_exception(exc))),
         node=node,
     )
+
+
+def _text(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def run_nodes(run: LiveRun, nodes: Sequence[Node], value: Any, *, top: bool = False) -> Any:
@@ -211,6 +220,7 @@ async def _run_step(run: LiveRun, s: Step[Any, Any], node_id: str, value: Any) -
                 out = await _call(s, arg, codec.takes_input)
             _crash.reached("in_step")
             output = codec.encode_output(out)
+            patch = run.state_patch(before, shared)  # checked here too: a bad patch fails the step for good
         except (KeyboardInterrupt, SystemExit) as stop:  # stop the run as a crash would: write nothing more
             raise StepInterrupted(stop, node_id) from None
         except SerializationError as exc:  # deterministic: retrying cannot help
@@ -230,7 +240,6 @@ async def _run_step(run: LiveRun, s: Step[Any, Any], node_id: str, value: Any) -
             continue  # the loop commits, waits until retry_at, and starts the next attempt
         finally:
             _current.reset(token)
-        patch = run.state_patch(before, shared)
         run.record(ev.StepCompleted, node=node_id, attempt=attempt, output=output, state_patch=patch)
         return codec.decode_output(output)
 

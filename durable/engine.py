@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup
 
 from . import _history
 from . import events as ev
-from ._codec import encode_any
+from ._codec import encode_any, storable
 from ._control import Control, check_run_id
 from ._handles import Incompatibility, Recovery, RunHandle, Skipped
 from ._history import check_definition, check_workflow
@@ -611,6 +611,7 @@ class Engine:
         except ValueError as exc:
             raise SerializationError(f"the initial state of workflow {workflow.name!r} is not valid: {exc}") from None
         data: dict[str, Any] = value.model_dump(mode="json")
+        storable(data, what=f"the initial state of workflow {workflow.name!r}")
         return data
 
     async def _supersede(self, workflow: Workflow, input: Any, run_id: str, state: Any) -> RunHandle:

@@ -25,6 +25,7 @@
         ├── LeaseLost                the writer's lease on the run was taken over; nothing was written
         ├── LeaseRequired            an append to a running run carried no lease; nothing was written
         ├── NotADurableDatabase      the file is not SQLite, or not a durable journal; left untouched
+        ├── CorruptJournal           a stored event cannot be decoded (the file was changed outside durable)
         └── StorageError             the storage failed (missing directory, disk full, I/O error,
                                      database locked); the transaction was rolled back
 
@@ -41,6 +42,7 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "CorruptJournal",
     "DefinitionError",
     "DefinitionMismatch",
     "DurableError",
@@ -341,6 +343,22 @@ class LeaseRequired(JournalError):
             "owner writes into it: resume it through an engine, or take its lease with journal.acquire()"
         )
         self.run_id = run_id
+
+
+class CorruptJournal(JournalError):
+    """A stored event cannot be decoded: the file was changed by something other than durable.
+
+    Attributes:
+        run_id: the run; ``seq``: the event that cannot be read.
+    """
+
+    def __init__(self, run_id: str, seq: int, why: str) -> None:
+        super().__init__(
+            f"run {run_id!r}: the event at seq {seq} cannot be decoded ({why}); the journal file was changed "
+            "outside durable. Restore the file from a backup; the other runs in it can still be read and resumed"
+        )
+        self.run_id = run_id
+        self.seq = seq
 
 
 class NotADurableDatabase(JournalError):

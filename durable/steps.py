@@ -64,7 +64,15 @@ class Step(Generic[P, R]):
 
 
 @overload
-def step(fn: Callable[P, R], /) -> Step[P, R]: ...
+def step(
+    fn: Callable[P, R],
+    /,
+    *,
+    name: str | None = None,
+    retries: RetryPolicy | int | None = None,
+    timeout: Duration | None = None,
+    version: str | int = "1",
+) -> Step[P, R]: ...
 @overload
 def step(
     *,
@@ -82,17 +90,17 @@ def step(
     timeout: Duration | None = None,
     version: str | int = "1",
 ) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
-    """Mark a sync or async function as a durable step, bare (``@step``) or with options.
+    """Mark a sync or async function as a durable step: ``@step``, ``@step(...)`` or ``step(fn, ...)``.
 
     Args:
-        fn: the function, when used bare as ``@step``.
+        fn: the function, when used bare as ``@step`` or called as ``step(fn, name=...)``.
         name: the step's name in the journal; defaults to the function's name.
         retries: a ``RetryPolicy``, or a number of retries (``retries=3`` means up to four attempts).
         timeout: the longest one attempt may run (``"30s"``, seconds, or a timedelta).
         version: bump it when the step's meaning changes; it is part of the definition hash.
     """
-    if fn is not None:
-        return Step(fn)
+    if fn is not None:  # @step, or step(fn, name=..., retries=...): the options apply either way
+        return Step(fn, name=name, retries=retries, timeout=timeout, version=version)
 
     def decorate(f: Callable[P, R]) -> Step[P, R]:
         return Step(f, name=name, retries=retries, timeout=timeout, version=version)

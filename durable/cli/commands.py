@@ -346,9 +346,10 @@ def import_(ctx: click.Context, db: str | None, file: str, new_run_id: str | Non
         raise CliError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
+        why = exc if isinstance(exc, json.JSONDecodeError) else "it nests too deep"
         raise CliError(
-            f"{name} is not JSON ({exc}); make a run document with 'durable export RUN_ID > run.json'"
+            f"{name} is not JSON ({why}); make a run document with 'durable export RUN_ID > run.json'"
         ) from None
     try:  # validate before the journal is opened, so that a bad file leaves no trace at all
         doc_run_id, events = parse_document(doc)

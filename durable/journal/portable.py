@@ -8,11 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from .. import events as ev
 from ..definition import Workflow
 from ..errors import DurableError, InvalidRunDocument, SeqOutOfRange
 from .base import check_append
+from .invariants import journal_violations
+from .sqlite_schema import encode_event
 
 __all__ = ["DOCUMENT_FORMAT", "export_document", "fork_events", "parse_document"]
 
@@ -70,6 +73,14 @@ def parse_document(doc: Any) -> tuple[str, list[ev.Event]]:
         check_append(run_id, None, events)
     except DurableError as exc:
         raise InvalidRunDocument(f"the run document's events break the journal's rules: {exc}") from None
+    problems = journal_violations(events)  # checked whole, before anything is written
+    if problems:
+        raise InvalidRunDocument(f"the run document's events break the journal's invariants: {problems[0]}")
+    for event in events:  # exactly what will be stored must be storable
+        try:
+            encode_event(event)
+        except (PydanticSerializationError, ValueError) as exc:
+            raise InvalidRunDocument(f"event {event.seq} of the run document cannot be stored: {exc}") from None
     first_event = events[0]
     assert isinstance(first_event, ev.RunStarted)
     if _hash(first_event.definition) != first_event.definition_hash:

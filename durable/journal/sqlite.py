@@ -37,7 +37,7 @@ import anyio.to_thread
 
 from .. import _crash
 from .. import events as ev
-from ..errors import DurableError, JournalError, NotADurableDatabase, StorageError
+from ..errors import CorruptJournal, DurableError, JournalError, NotADurableDatabase, StorageError
 from .base import (
     Claim,
     Journal,
@@ -99,6 +99,21 @@ def _resolve(batch: list[_Request]) -> None:
             request.future.set_result(request.result)
         else:
             request.future.set_exception(request.error)
+
+
+def _corrupt(run_id: str, rows: Sequence[Any], exc: Exception) -> CorruptJournal:
+    """Name the first row of ``rows`` that cannot be decoded (the batch decode does not say which)."""
+    for row in rows:
+        try:
+            decode_rows([row])
+        except (ValueError, TypeError, KeyError) as bad:
+            return CorruptJournal(run_id, int(row[0]), one_line(bad))
+    return CorruptJournal(run_id, int(rows[0][0]) if rows else 0, one_line(exc))
+
+
+def one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def _storage_error(exc: sqlite3.Error, path: str) -> StorageError:
@@ -625,7 +640,10 @@ class SQLiteJournal(Journal):
             " ORDER BY seq",
             (run_id, after, upto if upto is not None else 2**62),
         )
-        return decode_rows(rows)
+        try:
+            return decode_rows(rows)
+        except (ValueError, TypeError, KeyError) as exc:  # json.JSONDecodeError and ValidationError are ValueErrors
+            raise _corrupt(run_id, rows, exc) from None
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         rows = await self._fetch(

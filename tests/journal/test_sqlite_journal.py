@@ -421,6 +421,7 @@ async def test_a_journal_of_schema_3_is_migrated_forward_and_its_runs_resume(tmp
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("PRAGMA user_version = 3")
         started_at = datetime(2026, 11, 1, tzinfo=UTC).isoformat(timespec="microseconds")
+
         @step
         def inc(x: int) -> int:
             return x + 1

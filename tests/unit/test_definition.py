@@ -638,3 +638,17 @@ def test_branch_step_names_cannot_contain_a_slash() -> None:
 def test_join_name_clash_suggests_join_with_a_name() -> None:
     with pytest.raises(DefinitionError, match=r"\.join\(_same, name="):
         Workflow("w").then(_same).fork().branch(step(name="b")(_same)).join(_same)
+
+
+def test_step_called_on_a_function_honours_every_option() -> None:
+    from durable import RetryPolicy
+
+    def work(x: int) -> int:
+        return x
+
+    s = step(work, name="renamed", retries=RetryPolicy(max_attempts=4), timeout="30s", version=3)
+    assert (s.name, s.retry.max_attempts, s.timeout, s.version) == ("renamed", 4, 30.0, "3")
+    named = step(lambda x: x, name="from_a_lambda")  # what the lambda error message recommends
+    assert named.name == "from_a_lambda"
+    plain = step(work)
+    assert (plain.name, plain.retry.max_attempts, plain.timeout, plain.version) == ("work", 1, None, "1")
