@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
 import typing
 from collections.abc import Callable, Iterator
 from enum import Enum
@@ -321,7 +322,7 @@ class Workflow:
             fields = self.state_model.model_fields
             out["state"] = {
                 "model": self.state_model.__name__,
-                "fields": {k: repr(f.annotation) for k, f in sorted(fields.items())},
+                "fields": {k: type_text(f.annotation) for k, f in sorted(fields.items())},
             }
         return out
 
@@ -510,4 +511,52 @@ def definition_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             diffs.append(f"moved from {where_a} to {where_b}")
         if diffs:
             lines.append(f"node {node_id!r} changed: " + "; ".join(diffs))
+    lines += _state_changes(old.get("state"), new.get("state"))
     return sorted(lines, key=lambda line: (not line.startswith("workflow"), line))
+
+
+def _state_changes(old: Any, new: Any) -> list[str]:
+    """How the shared state's declaration differs (its model's name, and each field's type)."""
+    if old == new:
+        return []
+    if old is None or new is None:
+        return [f"the shared state model was {'added' if old is None else 'removed'}"]
+    lines = []
+    if old.get("model") != new.get("model"):
+        lines.append(f"the shared state model changed: {old.get('model')} -> {new.get('model')}")
+    a, b = old.get("fields", {}), new.get("fields", {})
+    lines += [f"state field {k!r} was added ({b[k]})" for k in sorted(b.keys() - a.keys())]
+    lines += [f"state field {k!r} was removed (it was {a[k]})" for k in sorted(a.keys() - b.keys())]
+    lines += [f"state field {k!r} changed type: {a[k]} -> {b[k]}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    return lines or ["the shared state's declaration changed"]
+
+
+def type_text(annotation: Any) -> str:
+    """A type as the definition hash sees it: by name, never by the module it was imported from.
+
+    ``__main__.Order`` and ``flow.Order`` are one type to the hash (the same file run as a script
+    and imported by ``durable worker``), and the text is the same on every Python version.
+    """
+    if annotation is None or annotation is type(None):
+        return "None"
+    if annotation is Any:
+        return "Any"
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, typing.ForwardRef):
+        return annotation.__forward_arg__
+    if isinstance(annotation, typing.TypeVar):
+        return annotation.__name__
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return type_text(args[0])
+    if origin is typing.Literal:
+        return "Literal[" + ", ".join(repr(a) for a in args) + "]"
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(type_text(a) for a in args)
+    if origin is not None:
+        name = getattr(origin, "__qualname__", None) or str(origin)
+        return f"{name}[{', '.join(type_text(a) for a in args)}]" if args else name
+    if isinstance(annotation, type):
+        return annotation.__qualname__
+    return repr(annotation)

@@ -6,17 +6,21 @@ import asyncio
 import hashlib
 import json
 import re
+import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from durable import DefinitionError, RetryPolicy, Step, Workflow, step
-from durable.definition import ForkBuilder, ForkNode, StepNode, definition_changes
+from durable.definition import ForkBuilder, ForkNode, StepNode, definition_changes, type_text
 from durable.retry import parse_duration
 
 
@@ -652,3 +656,96 @@ def test_step_called_on_a_function_honours_every_option() -> None:
     assert named.name == "from_a_lambda"
     plain = step(work)
     assert (plain.name, plain.retry.max_attempts, plain.timeout, plain.version) == ("work", 1, None, "1")
+
+
+# -- a definition hash that does not depend on how the file was run ---------------------------
+
+FLOW_FILE = """
+from pydantic import BaseModel
+from durable import Workflow, step
+
+class Order(BaseModel):
+    id: str
+    lines: list["Line"] = []
+    note: "str | None" = None
+
+class Line(BaseModel):
+    sku: str
+
+class Shared(BaseModel):
+    order: Order | None = None
+    seen: dict[str, list[Order]] = {}
+
+@step
+def first(x: int) -> int:
+    return x
+
+wf = Workflow("flow", state=Shared).then(first)
+
+if __name__ == "__main__":
+    print(wf.definition_hash)
+"""
+
+
+def test_the_hash_is_the_same_whether_the_file_runs_as_a_script_or_is_imported(tmp_path: Path) -> None:
+    (tmp_path / "flow.py").write_text(FLOW_FILE)
+    as_script = subprocess.run([sys.executable, "flow.py"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    imported = subprocess.run(
+        [sys.executable, "-c", "import flow; print(flow.wf.definition_hash)"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert as_script.stdout == imported.stdout and len(as_script.stdout.strip()) == 64
+
+
+def _build(shape: list[int], cls: type) -> Any:
+    """An annotation tree drawn from ``shape`` (the same shape gives the same tree for any ``cls``)."""
+    picks = iter(shape)
+
+    def pick(depth: int) -> Any:
+        k = next(picks, 0) if depth else next(picks, 0) % 2
+        if k == 0:
+            return int
+        if k == 1:
+            return cls
+        if k == 2:
+            return list[pick(depth - 1)]  # type: ignore[misc]
+        if k == 3:
+            return dict[str, pick(depth - 1)]  # type: ignore[misc]
+        if k == 4:
+            return pick(depth - 1) | None
+        return Literal["a", 1]
+
+    return pick(3)
+
+
+@given(shape=st.lists(st.integers(0, 5), min_size=12, max_size=12))
+def test_type_text_ignores_the_module_and_keeps_the_structure(shape: list[int]) -> None:
+    here = type("Order", (), {"__module__": "__main__"})
+    there = type("Order", (), {"__module__": "shop.flow"})
+    a, b = _build(shape, here), _build(shape, there)
+    assert type_text(a) == type_text(b)  # the module does not count
+    assert "__main__" not in type_text(a) and "shop" not in type_text(b)
+    if "Order" in type_text(a):  # but the type's name does
+        assert type_text(_build(shape, type("Invoice", (), {"__module__": "__main__"}))) != type_text(a)
+
+
+def test_a_state_field_that_changed_type_is_listed_as_such() -> None:
+    class V1(BaseModel):
+        total: int = 0
+        note: str = ""
+
+    class V2(BaseModel):
+        total: float = 0
+        tags: list[str] = []
+
+    @step
+    def s(x: int) -> int:
+        return x
+
+    old = Workflow("w", state=V1).then(s)
+    new = Workflow("w", state=V2).then(s)
+    changes = definition_changes(old.canonical(), new.canonical())
+    assert "state field 'total' changed type: int -> float" in changes
+    assert "state field 'note' was removed (it was str)" in changes
+    assert "state field 'tags' was added (list[str])" in changes
+    assert "the shared state model changed: V1 -> V2" in changes
