@@ -8,6 +8,7 @@ with the run's next transition (one commit per step).
 
 from __future__ import annotations
 
+import copy
 import random
 import traceback
 from collections.abc import Callable, Sequence
@@ -157,7 +158,9 @@ async def _run_fork(run: LiveRun, node: ForkNode, value: Any) -> Any:
             outputs[branch.name] = _branch_output(run.state, branch.nodes[-1])
             return
         try:
-            outputs[branch.name] = await run_nodes(run, branch.nodes, value)
+            # Each lane gets its own copy: a lane that mutates its input must not change what its
+            # sibling sees (a resumed run would compute something else than the live one).
+            outputs[branch.name] = await run_nodes(run, branch.nodes, copy.deepcopy(value))
         except StepFailedForGood as failed:
             if not failures:  # the first failure ends the fork; the rest are its consequences
                 failed.branch = branch.name
@@ -384,7 +387,7 @@ async def _run_map(run: LiveRun, node: MapNode, value: Any) -> Any:
     async def item(i: int, tg: TaskGroup) -> None:
         async with limiter:
             try:
-                await _run_step(run, node.step, f"{node.id}[{i}]", items[i])
+                await _run_step(run, node.step, f"{node.id}[{i}]", copy.deepcopy(items[i]))  # its own copy
                 await run.commit()  # as for a fork's branch: the item's completion is durable now
             except StepFailedForGood as failed:
                 if not failures:

@@ -337,10 +337,14 @@ class Engine:
         """Start the run, or resume it if it exists and is unfinished, and wait for its result.
 
         A run that already finished returns its stored result (or raises its stored failure)
-        without running anything. A run that another live owner executes right now (another
+        without running anything. Given an ``input`` that differs from the one the existing run
+        was started with, it raises ``RunAlreadyExists`` showing both (pass no input to attach
+        to the run whatever its input). A run that another live owner executes right now (another
         process running the same script, a worker) is not executed twice: this call waits for
         that owner's outcome and returns it, and takes the run over if the owner dies first.
         """
+        if run_id is not None and input is not None:
+            await self._same_input(run_id, input)
         while True:
             try:
                 handle = await self.start(workflow, input, run_id=run_id, on_conflict="use_existing")
@@ -351,6 +355,15 @@ class Engine:
                 return await handle.result()
             except LeaseLost:  # presumed dead and taken over: the new owner's outcome is the one
                 run_id = handle.run_id
+
+    async def _same_input(self, run_id: str, input: Any) -> None:
+        """Refuse to hand out an existing run's result for another input than the one it was started with."""
+        first = await self.journal.read(run_id, upto=1)
+        if not first or not isinstance(first[0], ev.RunStarted):
+            return  # a new run
+        given = encode_any(input, what="the run's input")
+        if first[0].input != given:
+            raise RunAlreadyExists(run_id, (first[0].input, given))
 
     async def _until_free_or_finished(self, run_id: str, poll: float = 0.05) -> None:
         """Wait until the run has finished, or nobody alive owns it any more."""

@@ -106,12 +106,21 @@ class RunNotFound(DurableError):
 class RunAlreadyExists(DurableError):
     """`Engine.start` was given a run id that is already taken."""
 
-    def __init__(self, run_id: str) -> None:
-        super().__init__(
-            f"a run with id {run_id!r} already exists; pick another id, or pass on_conflict='use_existing' "
-            "to attach to it (engine.run() does that by default)"
-        )
+    def __init__(self, run_id: str, inputs: tuple[Any, Any] | None = None) -> None:
+        if inputs is None:
+            message = (
+                f"a run with id {run_id!r} already exists; pick another id, or pass on_conflict='use_existing' "
+                "to attach to it (engine.run() does that by default)"
+            )
+        else:
+            message = (
+                f"a run with id {run_id!r} already exists with another input: it was started with "
+                f"{_short(inputs[0])}, and this call gives {_short(inputs[1])}. Pick another id for the new input, "
+                "or resume the existing run (engine.resume(run_id, workflow), or run it without an input)"
+            )
+        super().__init__(message)
         self.run_id = run_id
+        self.inputs = inputs
 
 
 class SeqOutOfRange(DurableError):
@@ -215,6 +224,11 @@ class RunInterrupted(DurableError):
         super().__init__(f"run {run_id!r} interrupted{where}; run the same command again to resume")
         self.run_id = run_id
         self.node = node
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _clock(t: datetime) -> str:

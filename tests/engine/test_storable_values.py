@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -278,3 +279,76 @@ def _same(stored: Any, original: Any) -> bool:
             and all(_same(stored[k], original[k]) for k in original)
         )
     return bool(stored == original and type(stored) is type(original))
+
+
+# -- value semantics ---------------------------------------------------------------------------
+
+
+@step
+def basket(_: Any) -> dict[str, list[str]]:
+    return {"items": ["apple"]}
+
+
+@step
+def add_pear(b):  # type: ignore[no-untyped-def]  # untyped: it gets the value itself, not a validated copy
+    b["items"].append("pear")  # mutates its input
+    return b["items"]
+
+
+@step
+async def count(b):  # type: ignore[no-untyped-def]
+    await anyio.sleep(0.1)  # its sibling has mutated its own input by now
+    return len(b["items"])
+
+
+@step
+def join_lanes(lanes: dict[str, Any]) -> dict[str, Any]:
+    return lanes
+
+
+MUTATING_FORK = (
+    Workflow("mutating-fork").then(basket).fork().branch(add_pear, name="a").branch(count, name="b").join(join_lanes)
+)
+
+
+async def test_each_fork_lane_receives_its_own_copy_of_the_input(db: Path) -> None:
+    async with Engine(db) as engine:
+        assert await engine.run(MUTATING_FORK, None, run_id="r") == {"a": ["apple", "pear"], "b": 1}
+
+
+@step
+def mutate(item):  # type: ignore[no-untyped-def]
+    item["n"] += 1
+    return item["n"]
+
+
+@step
+def shared_items(_: Any):  # type: ignore[no-untyped-def]
+    one = {"n": 0}
+    return [one, one, one]  # three references to one object, as a live value may hold
+
+
+async def test_each_map_item_receives_its_own_copy(db: Path) -> None:
+    wf = Workflow("mutating-map").then(shared_items).map(mutate)
+    async with Engine(db) as engine:
+        assert await engine.run(wf, None, run_id="r") == [1, 1, 1]
+
+
+# -- same id, different input -------------------------------------------------------------------
+
+
+async def test_running_an_existing_id_with_another_input_is_refused_showing_both(db: Path) -> None:
+    async with Engine(db) as engine:
+        assert await engine.run(Workflow("w").then(produce), 2, run_id="m4") == 2
+        with pytest.raises(durable.RunAlreadyExists) as taken:
+            await engine.run(Workflow("w").then(produce), 5, run_id="m4")
+        assert taken.value.inputs == (2, 5) and "started with 2" in str(taken.value) and "gives 5" in str(taken.value)
+        assert await engine.run(Workflow("w").then(produce), 2, run_id="m4") == 2  # the same input: its result
+        assert await engine.run(Workflow("w").then(produce), run_id="m4") == 2  # no input: attach to it
+
+
+def test_durable_run_with_another_input_is_refused(tmp_path: Path) -> None:
+    wf = Workflow("w").then(produce)
+    assert durable.run(wf, 2, run_id="m4", db=tmp_path / "app.db") == 2
+    with pytest.raises(durable.RunAlreadyExists, match="another input"):
+        durable.run(wf, 5, run_id="m4", db=tmp_path / "app.db")
