@@ -25,14 +25,33 @@ from .errors import DurableError, JournalError, RunBusy, RunCancelled, RunNotFou
 from .fold import fold
 from .journal.base import Journal, Lease, RunInfo, SignalRecord
 
-__all__ = ["Control", "check_run_id"]
+__all__ = ["Control", "check_run_id", "signal_names"]
 
 log = logging.getLogger("durable")
+
+
+def signal_names(definition: Any) -> set[str]:
+    """The signal names the ``wait_for`` nodes of a canonical definition wait for, at any depth."""
+    names: set[str] = set()
+    stack = [definition]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("kind") == "wait" and isinstance(item.get("signal"), str):
+                names.add(item["signal"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return names
 
 
 def check_run_id(run_id: Any) -> None:
     if not isinstance(run_id, str) or not run_id:
         raise DurableError(f"run_id={run_id!r}: a run id is a non-empty string")
+    try:
+        run_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DurableError(f"run_id={run_id!r} is not valid Unicode (a lone surrogate); run ids are text") from None
 
 
 class Control:
@@ -65,11 +84,23 @@ class Control:
 
     # -- the calls ----------------------------------------------------------------------------
 
-    async def signal(self, run_id: str, name: str, payload: Any = None) -> int:
+    async def signal(self, run_id: str, name: str, payload: Any = None, *, force: bool = False) -> int:
         check_run_id(run_id)
         if not isinstance(name, str) or not name or name == CONTROL_SIGNAL:
             raise DurableError(f"signal name {name!r}: give a non-empty string other than {CONTROL_SIGNAL!r}")
         payload_json = encode_any(payload, what=f"the payload of signal {name!r}")
+        info = await self._journal.get_run(run_id)
+        if not force and info is not None and info.status == "running":  # a finished run: send_signal says so
+            first = await self._journal.read(run_id, upto=1)
+            if first and isinstance(first[0], ev.RunStarted):
+                names = signal_names(first[0].definition)
+                if name not in names:
+                    can = ", ".join(map(repr, sorted(names))) or "none (it has no wait_for node)"
+                    raise DurableError(
+                        f"run {run_id!r} has no wait_for({name!r}): no node of its definition can receive that signal. "
+                        f"The signals it can receive: {can}. Check the name, or pass force=True (--force) to keep it "
+                        "in the run's inbox anyway"
+                    )
         record = await self._journal.send_signal(run_id, name, payload_json)
         live = self._live.get(run_id)
         if live is not None and live.parked is not None and live.parked.signal == name:

@@ -558,18 +558,21 @@ class Engine:
 
     # -- control ------------------------------------------------------------------------------
 
-    async def signal(self, run_id: str, name: str, payload: Any = None) -> int:
+    async def signal(self, run_id: str, name: str, payload: Any = None, *, force: bool = False) -> int:
         """Send the signal ``name`` to a run; its ``wait_for(name)`` node receives ``payload``.
 
         The signal is kept (journaled) until the run consumes it, also if it is sent before the
         run reaches its wait; several are delivered in the order sent. Returns the signal's id.
+        A name that no ``wait_for`` of the run's definition waits for (a typo) is refused, with
+        the names it can receive; ``force=True`` keeps it in the inbox anyway.
 
         Raises:
             RunNotFound: no such run.
             JournalError: the run has finished.
-            SerializationError: ``payload`` is not JSON.
+            SerializationError: ``payload`` cannot be stored.
+            DurableError: no node of the run can receive this signal (and ``force`` is not set).
         """
-        return await self._control.signal(run_id, name, payload)
+        return await self._control.signal(run_id, name, payload, force=force)
 
     async def cancel(self, run_id: str, reason: str = "", *, timeout: float | None = None) -> None:
         """Cancel a run: it ends ``cancelled`` and is never resumed; its running children are cancelled too.

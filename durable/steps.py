@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -41,6 +43,12 @@ class Step(Generic[P, R]):
         if self.timeout == 0:
             raise DefinitionError(f"step {self.name!r}: timeout must be longer than 0s")
         self.version = str(version)
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise DefinitionError(
+                f"step {self.name!r} is a generator function: a step returns one value, stored once; "
+                "return a list instead of yielding"
+            )
+        _refuse_one_shot_return(fn, self.name)
         self.is_async = inspect.iscoroutinefunction(fn)
         required = [
             p
@@ -61,6 +69,28 @@ class Step(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<step {self.name!r} v{self.version}>"
+
+
+_ONE_SHOT = (
+    collections.abc.Iterator,
+    collections.abc.Generator,
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncGenerator,
+)
+
+
+def _refuse_one_shot_return(fn: Callable[..., Any], name: str) -> None:
+    """Refuse a return annotation of an iterator or generator: the next step would get a one-shot value."""
+    try:
+        ret = typing.get_type_hints(fn).get("return")
+    except Exception:  # unresolvable annotations (forward references): the codec falls back to JSON
+        return
+    origin = typing.get_origin(ret) or ret
+    if isinstance(origin, type) and issubclass(origin, _ONE_SHOT):
+        raise DefinitionError(
+            f"step {name!r} is annotated to return {origin.__name__}: an iterator can be read once, so a resumed "
+            "run would hand on something else than a live one; annotate and return a list"
+        )
 
 
 @overload

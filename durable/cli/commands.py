@@ -31,7 +31,9 @@ from ..replay import replay
 from .render import changes_text, history_table, runs_table
 from .show import failure_traceback, run_summary
 from .support import (
+    RUN_ID,
     SORT_KEYS,
+    BadInput,
     CliError,
     Since,
     db_option,
@@ -39,6 +41,7 @@ from .support import (
     existing_db,
     load,
     make_console,
+    parse_json,
     run_async,
 )
 from .timeline import timeline as timeline_chart
@@ -151,7 +154,7 @@ def _read_history(ctx: click.Context, db: str | None, run_id: str) -> list[ev.Ev
 
 @click.command()
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--node", "nodes", multiple=True, metavar="NODE", help="Only events of this node (repeatable).")
 @click.option("--type", "types", multiple=True, metavar="TYPE", help="Only events of this type (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the events as a JSON array.")
@@ -196,7 +199,7 @@ def history(
 
 @click.command()
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.pass_context
 def show(ctx: click.Context, db: str | None, run_id: str) -> None:
     """Summarise RUN_ID: status, times, input, result or error with its traceback, and every step."""
@@ -216,7 +219,7 @@ def show(ctx: click.Context, db: str | None, run_id: str) -> None:
 
 @click.command()
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.pass_context
 def timeline(ctx: click.Context, db: str | None, run_id: str) -> None:
     """Draw RUN_ID as a Gantt chart: a lane per step, a bar per attempt, scaled to the terminal."""
@@ -227,7 +230,7 @@ def timeline(ctx: click.Context, db: str | None, run_id: str) -> None:
 
 @click.command()
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--at", "at", type=int, metavar="SEQ", help="The state after event SEQ (0: before any event).")
 @click.option("--changes", is_flag=True, help="Print what each event changed (up to SEQ) instead of the state.")
 @click.pass_context
@@ -263,10 +266,10 @@ def _pick_definition(ref: str, workflow_name: str) -> Workflow:
 
 @click.command()
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--at", "at", type=int, metavar="SEQ", help="Copy the events up to SEQ.")
 @click.option("--from-step", "from_step", metavar="NODE", help="Copy everything before NODE's first event.")
-@click.option("--new-run-id", metavar="ID", help="The new run's id [default: RUN_ID-fork-<random>].")
+@click.option("--new-run-id", type=RUN_ID, metavar="ID", help="The new run's id [default: RUN_ID-fork-<random>].")
 @click.option(
     "--definition",
     metavar="pkg.module:attr",
@@ -319,7 +322,7 @@ def fork(
 
 @click.command("export")
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.pass_context
 def export_(ctx: click.Context, db: str | None, run_id: str) -> None:
     """Print RUN_ID as a JSON document (its events and definition): durable export RUN_ID > run.json."""
@@ -335,7 +338,7 @@ def export_(ctx: click.Context, db: str | None, run_id: str) -> None:
 @click.command("import")
 @db_option(on_group=False)
 @click.argument("file", metavar="FILE", type=click.Path(dir_okay=True, allow_dash=True))
-@click.option("--new-run-id", metavar="ID", help="Import under this id instead of the document's.")
+@click.option("--new-run-id", type=RUN_ID, metavar="ID", help="Import under this id instead of the document's.")
 @click.pass_context
 def import_(ctx: click.Context, db: str | None, file: str, new_run_id: str | None) -> None:
     """Load a run exported with 'durable export' (FILE, or - for stdin) into the journal."""
@@ -343,18 +346,12 @@ def import_(ctx: click.Context, db: str | None, file: str, new_run_id: str | Non
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        why = exc if isinstance(exc, json.JSONDecodeError) else "it nests too deep"
-        raise CliError(
-            f"{name} is not JSON ({why}); make a run document with 'durable export RUN_ID > run.json'"
-        ) from None
+        raise BadInput(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}; nothing was imported") from None
+    doc = parse_json(text, name, "make a run document with 'durable export RUN_ID > run.json'")
     try:  # validate before the journal is opened, so that a bad file leaves no trace at all
         doc_run_id, events = parse_document(doc)
     except InvalidRunDocument as exc:
-        raise CliError(f"{name}: {exc}; nothing was imported") from None
+        raise BadInput(f"{name}: {exc}; nothing was imported") from None
     if new_run_id is not None and not new_run_id.strip():
         raise CliError("--new-run-id must not be empty")
     path = db_path(ctx, db)

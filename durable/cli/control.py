@@ -9,43 +9,47 @@ semantics.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
+from rich import box
+from rich.table import Table
 
+from .._control import signal_names
 from .._ownership import holder_alive
+from .._scheduler import CONTROL_SIGNAL
 from ..engine import Engine
 from ..events import utcnow
-from ..journal.base import RunInfo
-from .support import CliError, db_option, db_path, existing_db, run_async
+from ..fold import RunState
+from ..journal.base import RunInfo, SignalRecord
+from .render import clip, compact
+from .support import RUN_ID, CliError, db_option, db_path, existing_db, make_console, parse_json, run_async
 
-__all__ = ["cancel", "pause", "signal", "unpause"]
+__all__ = ["cancel", "pause", "signal", "signals", "unpause"]
 
 
 @click.command()
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.argument("name")
 @click.option("--data", "data", metavar="JSON", default="null", help="The signal's payload, as JSON [default: null].")
+@click.option("--force", is_flag=True, help="Keep it in the inbox even if no wait_for of the run has this name.")
 @click.pass_context
-def signal(ctx: click.Context, db: str | None, run_id: str, name: str, data: str) -> None:
+def signal(ctx: click.Context, db: str | None, run_id: str, name: str, data: str, force: bool) -> None:
     """Send the signal NAME to RUN_ID: its wait_for(NAME) node receives the payload.
 
     The signal is kept until the run consumes it, also if the run has not reached its wait
-    yet; several signals of one name are delivered in the order sent.
+    yet; several signals of one name are delivered in the order sent. A NAME that no
+    wait_for of the run waits for is refused (a typo, most likely) unless --force is given.
     """
-    try:
-        payload: Any = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"--data is not JSON ({exc}); quote it for the shell: --data '{{\"approved\": true}}'") from None
+    payload: Any = parse_json(data, "--data", "quote it for the shell: --data '{\"approved\": true}'")
     if not name.strip():
         raise CliError("the signal NAME must not be empty")
     path = existing_db(db_path(ctx, db))
 
     async def body() -> int:
         async with Engine(path) as engine:
-            return await engine.signal(run_id, name, payload)
+            return await engine.signal(run_id, name, payload, force=force)
 
     signal_id = run_async(body)
     click.echo(f"sent signal {name!r} to run {run_id} (signal {signal_id}); its wait_for({name!r}) receives it")
@@ -60,7 +64,7 @@ def _owner(info: RunInfo | None) -> str | None:
 
 @click.command()
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--reason", default="", metavar="TEXT", help="Why; recorded in the run_cancelled event.")
 @click.option(
     "--wait",
@@ -98,7 +102,7 @@ def cancel(ctx: click.Context, db: str | None, run_id: str, reason: str, wait: f
 
 @click.command()
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--reason", default="", metavar="TEXT", help="Why; recorded in the run_paused event.")
 @click.pass_context
 def pause(ctx: click.Context, db: str | None, run_id: str, reason: str) -> None:
@@ -126,7 +130,7 @@ def pause(ctx: click.Context, db: str | None, run_id: str, reason: str) -> None:
 
 @click.command()
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.pass_context
 def unpause(ctx: click.Context, db: str | None, run_id: str) -> None:
     """Let a paused RUN_ID go on (when an engine next resumes it)."""
@@ -148,3 +152,40 @@ def unpause(ctx: click.Context, db: str | None, run_id: str) -> None:
         click.echo(f"asked {owner}, which holds run {run_id}, to let it go on")
     else:
         click.echo(f"unpaused run {run_id}; it goes on when an engine resumes it (engine.recover, or a worker)")
+
+
+@click.command()
+@db_option(on_group=False)
+@click.argument("run_id", type=RUN_ID)
+@click.pass_context
+def signals(ctx: click.Context, db: str | None, run_id: str) -> None:
+    """List RUN_ID's inbox: every signal sent to it (consumed or pending) and every control request."""
+    path = existing_db(db_path(ctx, db))
+
+    async def body() -> tuple[list[SignalRecord], RunState]:
+        async with Engine(path) as engine:
+            state = await engine.state(run_id)  # checks that the run exists
+            return await engine.journal.read_signals(run_id), state
+
+    records, state = run_async(body)
+    waiting = signal_names(state.definition)
+    consumed = set(state.consumed_signals)
+    if not records:
+        can = ", ".join(map(repr, sorted(waiting))) or "none"
+        click.echo(f"run {run_id} has received no signal; the signals its wait_for nodes wait for: {can}")
+        return
+    table = Table(box=box.SIMPLE_HEAD, caption="times are UTC", caption_justify="left")
+    for column in ("id", "sent", "name", "payload", "status"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "sent"))
+    for r in records:
+        if r.name == CONTROL_SIGNAL:
+            op = r.payload.get("op") if isinstance(r.payload, dict) else r.payload
+            status = "applied" if r.id <= state.control_seen else ("too late" if state.finished else "pending")
+            name, payload = "(control)", str(op)
+        else:
+            status = "consumed" if r.id in consumed else ("never consumed" if state.finished else "pending")
+            if r.name not in waiting:
+                status += " (no wait_for has this name)"
+            name, payload = r.name, clip(compact(r.payload), 60)
+        table.add_row(str(r.id), f"{r.ts:%Y-%m-%d %H:%M:%S}", name, payload, status)
+    make_console().print(table)

@@ -6,6 +6,7 @@ Every command in :mod:`durable.cli` goes through these, so that every refusal lo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,8 @@ from ..journal.base import RunInfo
 __all__ = [
     "DEFAULT_DB",
     "SORT_KEYS",
+    "RUN_ID",
+    "BadInput",
     "CliError",
     "Since",
     "make_console",
@@ -48,7 +51,47 @@ class CliError(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        # A run id or a file name from the command line may not be valid Unicode: print it escaped.
+        text = f"error: {self.format_message()}".encode("utf-8", "backslashreplace").decode("utf-8")
+        click.echo(text, err=True)
+
+
+class BadInput(CliError):
+    """A malformed argument or file (not JSON, too deep, not valid Unicode): one line, exit status 2.
+
+    Nothing is created or written: the input is checked before the journal is opened.
+    """
+
+    exit_code = 2
+
+
+def parse_json(text: str, what: str, hint: str) -> Any:
+    """``text`` as JSON, or :class:`BadInput` saying what is wrong with it (and ``hint``: what to do)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{what} is not JSON ({exc}); {hint}") from None
+    except RecursionError:
+        raise BadInput(f"{what} nests too deep to be read as JSON") from None
+
+
+class RunIdType(click.ParamType):  # type: ignore[type-arg]
+    """A run id from the command line: non-empty, valid Unicode (a non-UTF-8 byte is refused, not stored)."""
+
+    name = "RUN_ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput(f"the run id {text!r} is not valid UTF-8; run ids are text") from None
+        if not text.strip():
+            raise BadInput("the run id must not be empty")
+        return text
+
+
+RUN_ID = RunIdType()
 
 
 def one_line(message: str) -> str:

@@ -26,7 +26,7 @@ from ..engine import Engine
 from ..errors import JournalError, LeaseLost, RunCancelled, RunFailed
 from ..journal.base import Claim
 from ..worker import Worker
-from .support import CliError, db_option, db_path, existing_db, load, run_async
+from .support import RUN_ID, CliError, db_option, db_path, existing_db, load, parse_json, run_async
 
 __all__ = ["submit", "wait", "worker"]
 
@@ -212,7 +212,7 @@ def _log_to_stderr() -> None:
 @_workflows_option
 @click.option("--workflow", "name", metavar="NAME", help="Which workflow to run [default: the only one given].")
 @click.option("--input", "input_json", metavar="JSON", default="null", help="The run's input, as JSON.")
-@click.option("--run-id", metavar="ID", help="The run's id [default: a fresh one].")
+@click.option("--run-id", type=RUN_ID, metavar="ID", help="The run's id [default: a fresh one].")
 @click.pass_context
 def submit(
     ctx: click.Context, db: str | None, refs: tuple[str, ...], name: str | None, input_json: str, run_id: str | None
@@ -223,10 +223,7 @@ def submit(
         raise CliError(f"cannot submit to {path}: the directory {str(Path(path).parent)!r} does not exist")
     if run_id is not None and not run_id.strip():
         raise CliError("--run-id must not be empty")
-    try:
-        value: Any = json.loads(input_json)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"--input is not JSON ({exc}); quote it for the shell: --input '{{\"id\": 7}}'") from None
+    value: Any = parse_json(input_json, "--input", "quote it for the shell: --input '{\"id\": 7}'")
     workflows = load(refs)
     names = sorted({w.name for w in workflows})
     if name is None:
@@ -256,7 +253,7 @@ def submit(
 
 @click.command()
 @db_option(on_group=False)
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option(
     "--timeout", type=click.FloatRange(min=0), metavar="SECONDS", help="Give up after this long [default: never]."
 )

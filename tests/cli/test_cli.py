@@ -46,8 +46,8 @@ def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), env=environment)
 
 
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result: Result, *fragments: str, code: int = 1) -> None:
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()

@@ -57,8 +57,8 @@ def ok(*args: str, **kwargs: Any) -> str:
     return result.stdout
 
 
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result: Result, *fragments: str, code: int = 1) -> None:
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -544,12 +544,14 @@ def test_a_bad_import_file_is_one_line_and_writes_nothing(
 ) -> None:
     (tmp_path / "run.json").write_text(make(db))
     target = tmp_path / "new.db"
-    assert_one_line_error(invoke("--db", str(target), "import", str(tmp_path / "run.json")), *fragments)
+    assert_one_line_error(invoke("--db", str(target), "import", str(tmp_path / "run.json")), *fragments, code=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]  # no database was created
 
 
 def test_import_of_a_missing_file_or_into_a_missing_directory(db: str, tmp_path: Path) -> None:
-    assert_one_line_error(invoke("--db", db, "import", str(tmp_path / "absent.json")), "cannot read", "absent.json")
+    assert_one_line_error(
+        invoke("--db", db, "import", str(tmp_path / "absent.json")), "cannot read", "absent.json", code=2
+    )
     (tmp_path / "run.json").write_text(ok("--db", db, "export", "bad-1"))
     assert_one_line_error(
         invoke("--db", str(tmp_path / "no" / "j.db"), "import", str(tmp_path / "run.json")), "does not exist"

@@ -29,8 +29,8 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), env={"COLUMNS": "200", "DURABLE_DB": None})
 
 
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result: Result, *fragments: str, code: int = 1) -> None:
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -132,7 +132,7 @@ def test_signal_refuses_bad_json_unknown_and_finished_runs(tmp_path: Path) -> No
     db = tmp_path / "cli.db"
     park(db, "r", APPROVAL)
     bad_json = invoke("--db", str(db), "signal", "r", "approve", "--data", "{ok: yes}")
-    assert_one_line_error(bad_json, "--data is not JSON")
+    assert_one_line_error(bad_json, "--data is not JSON", code=2)
     assert_one_line_error(invoke("--db", str(db), "signal", "nobody", "approve"), "no run with id 'nobody'")
     assert_one_line_error(invoke("--db", str(db), "signal", "r", " "), "must not be empty")
     assert invoke("--db", str(db), "signal", "r", "approve").exit_code == 0

@@ -134,7 +134,9 @@ async def test_a_signal_of_another_name_does_not_wake_the_wait(db: Path) -> None
     async with Engine(db) as engine:
         handle = await engine.start(approval, 1, run_id="r")
         await parked(engine, "r")
-        await engine.signal("r", "reject", "no")
+        with pytest.raises(DurableError, match=r"no wait_for\('reject'\).*'approve'"):
+            await engine.signal("r", "reject", "no")  # a typo, most likely: refused
+        await engine.signal("r", "reject", "no", force=True)  # kept anyway when asked
         await anyio.sleep(0.1)
         state = await engine.state("r")
         assert state.parked() is not None and state.parked().node == "approve"  # type: ignore[union-attr]

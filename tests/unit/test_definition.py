@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -749,3 +750,30 @@ def test_a_state_field_that_changed_type_is_listed_as_such() -> None:
     assert "state field 'note' was removed (it was str)" in changes
     assert "state field 'tags' was added (list[str])" in changes
     assert "the shared state model changed: V1 -> V2" in changes
+
+
+def test_generators_and_iterators_are_refused_as_step_outputs() -> None:
+    def gen(x: int):  # type: ignore[no-untyped-def]
+        yield x
+
+    async def agen(x: int):  # type: ignore[no-untyped-def]
+        yield x
+
+    def annotated(x: int) -> Generator[int, None, None]:
+        return (i for i in range(x))
+
+    def iterator(x: int) -> Iterator[int]:
+        return iter([x])
+
+    def async_iterator(x: int) -> AsyncIterator[int]:
+        raise NotImplementedError
+
+    for fn, needle in [(gen, "generator function"), (agen, "generator function"), (annotated, "Generator"),
+                       (iterator, "Iterator"), (async_iterator, "AsyncIterator")]:  # fmt: skip
+        with pytest.raises(DefinitionError, match=needle):
+            step(fn)
+
+    def fine(x: int) -> list[int]:
+        return [x]
+
+    assert step(fine).name == "fine"

@@ -38,8 +38,8 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), env={"DURABLE_DB": None})
 
 
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result: Result, *fragments: str, code: int = 1) -> None:
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -111,8 +111,12 @@ def test_wait_refusals(tmp_path: Path) -> None:
 def test_submit_refusals(tmp_path: Path) -> None:
     db = str(tmp_path / "cli.db")
     ref = "worker_workflows:pipeline"
-    assert_one_line_error(invoke("--db", db, "submit", "--workflows", ref, "--input", "{oops"), "--input is not JSON")
-    assert_one_line_error(invoke("--db", db, "submit", "--workflows", ref, "--run-id", " "), "must not be empty")
+    assert_one_line_error(
+        invoke("--db", db, "submit", "--workflows", ref, "--input", "{oops"), "--input is not JSON", code=2
+    )
+    assert_one_line_error(
+        invoke("--db", db, "submit", "--workflows", ref, "--run-id", " "), "must not be empty", code=2
+    )
     assert_one_line_error(
         invoke("--db", str(tmp_path / "nope" / "x.db"), "submit", "--workflows", ref), "does not exist"
     )
