@@ -449,3 +449,36 @@ async def test_a_journal_of_schema_3_is_migrated_forward_and_its_runs_resume(tmp
         columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
         assert {"lease_host", "lease_pid", "lease_since"} <= columns
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+OPENER = textwrap.dedent(
+    """
+    import sys
+
+    import anyio
+
+    from durable import Engine
+
+    async def main(db):
+        async with Engine(db) as engine:
+            await engine.list_runs()
+
+    anyio.run(main, sys.argv[1])
+    """
+)
+
+
+def test_many_processes_may_create_and_open_one_new_file_at_once(tmp_path: Path) -> None:
+    """The setup of docs/reliability.md (several 'durable worker &' on a new path) never fails to open."""
+    rounds = 12
+    for r in range(rounds):
+        db = tmp_path / f"new-{r}.db"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", OPENER, str(db)], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors
+        with raw(db, readonly=True) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
