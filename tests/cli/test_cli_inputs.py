@@ -183,3 +183,16 @@ def test_signal_refuses_a_name_no_wait_can_receive_unless_forced(tmp_path: Path)
     listed = invoke("--db", str(db), "signals", "w")
     row = next(line for line in listed.stdout.splitlines() if "aproval" in line)
     assert "pending" in row and "no wait_for has this name" in row
+
+
+def test_a_corrupt_event_is_one_line_naming_the_run_and_seq(tmp_path: Path) -> None:
+    db = tmp_path / "corrupt.db"
+    assert durable.run(MATH, 2, run_id="r", db=db) == 4
+    with closing(sqlite3.connect(db)) as conn:  # damage one payload behind durable's back
+        conn.execute("DROP TRIGGER events_no_update")
+        conn.execute("UPDATE events SET payload = '{\"output\": ' WHERE run_id = 'r' AND seq = 4")
+        conn.commit()
+    for command in ("show", "history", "timeline", "state", "export"):
+        result = invoke("--db", str(db), command, "r")
+        assert_refused(result, codes=(1,))
+        assert "run 'r': the event at seq 4 cannot be decoded" in result.stderr
