@@ -777,3 +777,17 @@ def test_generators_and_iterators_are_refused_as_step_outputs() -> None:
         return [x]
 
     assert step(fine).name == "fine"
+
+
+def test_type_text_names_types_the_same_way_on_every_python() -> None:
+    from typing import Optional, Union
+
+    class Line(BaseModel):
+        sku: str
+
+    assert type_text(Optional[str]) == type_text(str | None) == "str | None"  # noqa: UP045
+    assert type_text(Union[int, str]) == "int | str"  # noqa: UP007
+    assert type_text(Literal["a", "b"]) == "Literal['a', 'b']"
+    assert type_text(list[Line]) == "list[Line]"
+    assert type_text(dict[str, int | None]) == "dict[str, int | None]"
+    assert type_text(Any) == "Any" and type_text(None) == "None"
