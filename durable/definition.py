@@ -555,8 +555,8 @@ def type_text(annotation: Any) -> str:
     if origin is typing.Union or origin is types.UnionType:
         return " | ".join(type_text(a) for a in args)
     if origin is not None:
-        name = getattr(origin, "__qualname__", None) or str(origin)
+        name = (getattr(origin, "__qualname__", None) or str(origin)).rpartition("<locals>.")[2]
         return f"{name}[{', '.join(type_text(a) for a in args)}]" if args else name
-    if isinstance(annotation, type):
-        return annotation.__qualname__
+    if isinstance(annotation, type):  # Outer.Inner, but not the function a class was defined in
+        return annotation.__qualname__.rpartition("<locals>.")[2]
     return repr(annotation)
