@@ -90,7 +90,7 @@ class Runs:
                     info = failed.info
                     if failed.branch:  # the node alone does not say which lane of the fork failed
                         info = info.model_copy(update={"branch": failed.branch})
-                    await self._control.pending(run)
+                    await self._parking.look_now()
                     if run.cancel_reason is not None:  # a cancel asked meanwhile wins over the failure
                         await self.record_cancel(run, run.cancel_reason)
                         return
@@ -109,7 +109,7 @@ class Runs:
                     return
                 # A cancel asked from another process during the last node must not be lost: look
                 # at the inbox once more before the run's outcome is written.
-                await self._control.pending(run)
+                await self._parking.look_now()
                 if run.cancel_reason is not None:  # asked during the last node: the run ends cancelled
                     await self.record_cancel(run, run.cancel_reason)
                     return
