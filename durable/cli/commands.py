@@ -42,7 +42,9 @@ from .support import (
     load,
     make_console,
     parse_json,
+    print_json,
     run_async,
+    run_json,
 )
 from .timeline import timeline as timeline_chart
 
@@ -100,6 +102,7 @@ def demo_child(db: str, run_id: str, effects: str) -> None:
 )
 @click.option("--asc/--desc", default=None, help="Direction [default: --desc for times, --asc for names].")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="At most N runs.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"version": 1, "runs": [...]} instead of a table.')
 @click.pass_context
 def runs(
     ctx: click.Context,
@@ -110,6 +113,7 @@ def runs(
     sort: str,
     asc: bool | None,
     limit: int,
+    as_json: bool,
 ) -> None:
     """List runs, newest first (or as --sort says)."""
     path = existing_db(db_path(ctx, db))
@@ -126,6 +130,9 @@ def runs(
     # Two stable sorts: by creation time (newest first), then by the field asked for.
     found.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
     found.sort(key=key, reverse=not ascending)
+    if as_json:
+        print_json("runs", [run_json(r) for r in found[:limit]])
+        return
     console = make_console()
     if not found:
         what = f"{status} runs" if status else "runs"
@@ -200,8 +207,9 @@ def history(
 @click.command()
 @db_option(on_group=False)
 @click.argument("run_id", type=RUN_ID)
+@click.option("--json", "as_json", is_flag=True, help='Print {"version": 1, "run": {...}} (index row and state).')
 @click.pass_context
-def show(ctx: click.Context, db: str | None, run_id: str) -> None:
+def show(ctx: click.Context, db: str | None, run_id: str, as_json: bool) -> None:
     """Summarise RUN_ID: status, times, input, result or error with its traceback, and every step."""
     path = existing_db(db_path(ctx, db))
 
@@ -210,6 +218,10 @@ def show(ctx: click.Context, db: str | None, run_id: str) -> None:
             return await engine.history(run_id), await engine.journal.get_run(run_id)
 
     events, info = run_async(body)
+    if as_json:
+        assert info is not None
+        print_json("run", {**run_json(info), "state": fold(events, run_id).to_dict()})
+        return
     console = make_console()
     console.print(run_summary(run_id, events, info))
     trace = failure_traceback(run_id, events)

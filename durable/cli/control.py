@@ -23,7 +23,17 @@ from ..events import utcnow
 from ..fold import RunState
 from ..journal.base import RunInfo, SignalRecord
 from .render import clip, compact
-from .support import RUN_ID, CliError, db_option, db_path, existing_db, make_console, parse_json, run_async
+from .support import (
+    RUN_ID,
+    CliError,
+    db_option,
+    db_path,
+    existing_db,
+    make_console,
+    parse_json,
+    print_json,
+    run_async,
+)
 
 __all__ = ["cancel", "pause", "signal", "signals", "unpause"]
 
@@ -157,8 +167,9 @@ def unpause(ctx: click.Context, db: str | None, run_id: str) -> None:
 @click.command()
 @db_option(on_group=False)
 @click.argument("run_id", type=RUN_ID)
+@click.option("--json", "as_json", is_flag=True, help='Print {"version": 1, "signals": [...]} instead of a table.')
 @click.pass_context
-def signals(ctx: click.Context, db: str | None, run_id: str) -> None:
+def signals(ctx: click.Context, db: str | None, run_id: str, as_json: bool) -> None:
     """List RUN_ID's inbox: every signal sent to it (consumed or pending) and every control request."""
     path = existing_db(db_path(ctx, db))
 
@@ -170,6 +181,9 @@ def signals(ctx: click.Context, db: str | None, run_id: str) -> None:
     records, state = run_async(body)
     waiting = signal_names(state.definition)
     consumed = set(state.consumed_signals)
+    if as_json:
+        print_json("signals", [_signal_json(r, state, waiting, consumed) for r in records])
+        return
     if not records:
         can = ", ".join(map(repr, sorted(waiting))) or "none"
         click.echo(f"run {run_id} has received no signal; the signals its wait_for nodes wait for: {can}")
@@ -189,3 +203,18 @@ def signals(ctx: click.Context, db: str | None, run_id: str) -> None:
             name, payload = r.name, clip(compact(r.payload), 60)
         table.add_row(str(r.id), f"{r.ts:%Y-%m-%d %H:%M:%S}", name, payload, status)
     make_console().print(table)
+
+
+def _signal_json(r: SignalRecord, state: RunState, waiting: set[str], consumed: set[int]) -> dict[str, Any]:
+    if r.name == CONTROL_SIGNAL:
+        status = "applied" if r.id <= state.control_seen else ("too late" if state.finished else "pending")
+        return {"id": r.id, "sent": r.ts.isoformat(), "control": r.payload, "status": status}
+    status = "consumed" if r.id in consumed else ("never consumed" if state.finished else "pending")
+    return {
+        "id": r.id,
+        "sent": r.ts.isoformat(),
+        "name": r.name,
+        "payload": r.payload,
+        "status": status,
+        "receivable": r.name in waiting,
+    }

@@ -37,7 +37,9 @@ __all__ = [
     "existing_db",
     "load",
     "one_line",
+    "print_json",
     "run_async",
+    "run_json",
 ]
 
 T = TypeVar("T")
@@ -213,3 +215,47 @@ def load(refs: Sequence[str]) -> list[Workflow]:
         return load_workflows(refs)
     except DurableError as exc:
         raise CliError(one_line(str(exc))) from None
+
+
+JSON_VERSION = 1
+"""The version of every ``--json`` shape; it goes up when a shape changes incompatibly."""
+
+
+def run_json(info: RunInfo) -> dict[str, Any]:
+    """One run's index row as JSON (``durable runs --json``, ``durable show --json``)."""
+    from .._ownership import holder_alive  # the ownership rules, not the CLI's
+
+    def iso(t: Any) -> str | None:
+        return t.isoformat() if t is not None else None
+
+    owner = None
+    if info.lease_owner is not None:
+        owner = {
+            "name": info.lease_owner,
+            "host": info.lease_host,
+            "pid": info.lease_pid,
+            "since": iso(info.lease_since),
+            "until": iso(info.lease_expires_at),
+            "alive": holder_alive(info) and info.lease_live(ev.utcnow()),
+        }
+    return {
+        "run_id": info.run_id,
+        "workflow": info.workflow,
+        "version": info.version,
+        "definition_hash": info.definition_hash,
+        "status": info.status,
+        "created_at": iso(info.created_at),
+        "updated_at": iso(info.updated_at),
+        "events": info.last_seq,
+        "parent_run_id": info.parent_run_id,
+        "paused": info.paused,
+        "waiting_for": info.waiting_for,
+        "wake_at": iso(info.wake_at),
+        "takeovers": info.takeovers,
+        "owner": owner,
+    }
+
+
+def print_json(kind: str, data: Any) -> None:
+    """Print ``{"version": 1, kind: data}``: the documented shape of every ``--json``."""
+    click.echo(json.dumps({"version": JSON_VERSION, kind: data}, ensure_ascii=False, indent=2))

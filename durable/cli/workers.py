@@ -23,12 +23,12 @@ from anyio.abc import TaskStatus
 
 from .._run import LiveRun
 from ..engine import Engine
-from ..errors import JournalError, LeaseLost, RunCancelled, RunFailed
+from ..errors import JournalError, LeaseLost, RunCancelled, RunFailed, RunNotFound
 from ..journal.base import Claim
 from ..worker import Worker
 from .support import RUN_ID, CliError, db_option, db_path, existing_db, load, parse_json, run_async
 
-__all__ = ["submit", "wait", "worker"]
+__all__ = ["resume", "submit", "wait", "worker"]
 
 
 class _TalkingWorker(Worker):
@@ -274,6 +274,44 @@ def wait(ctx: click.Context, db: str | None, run_id: str, timeout: float | None)
                     f"run {run_id!r} has not ended after {timeout:g}s; it is still running or waiting for a worker "
                     f"(wait again, or look at it with 'durable show {run_id}')"
                 ) from None
+
+    result = run_async(body, expected=(CliError,))
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+@click.command()
+@db_option(on_group=False)
+@_workflows_option
+@click.argument("run_id", type=RUN_ID)
+@click.pass_context
+def resume(ctx: click.Context, db: str | None, refs: tuple[str, ...], run_id: str) -> None:
+    """Resume RUN_ID here, with the definition among --workflows that started it; print its result as JSON.
+
+    The same rules as engine.resume: a finished run prints its stored result and runs nothing;
+    a run that another live process executes is not touched (the error names it); one whose
+    owner died is taken over, at once if that owner ran on this host. Exit status 1, with the
+    error on one line, if the run fails, is cancelled, or cannot be resumed.
+    """
+    path = existing_db(db_path(ctx, db))
+    workflows = load(refs)
+
+    async def body() -> Any:
+        async with Engine(path) as engine:
+            info = await engine.journal.get_run(run_id)
+            if info is None:
+                raise RunNotFound(run_id)
+            chosen = next((w for w in workflows if w.definition_hash == info.definition_hash), None)
+            if chosen is None:  # say what differs, against the definition of that name given last
+                same_name = [w for w in workflows if w.name == info.workflow]
+                if not same_name:
+                    names = ", ".join(sorted({w.name for w in workflows}))
+                    raise CliError(
+                        f"run {run_id!r} is a run of workflow {info.workflow!r}; {', '.join(refs)} define {names}"
+                    )
+                chosen = same_name[-1]
+            handle = await engine.resume(run_id, chosen)
+            await handle.result()
+            return (await engine.state(run_id)).result  # as stored: JSON
 
     result = run_async(body, expected=(CliError,))
     click.echo(json.dumps(result, ensure_ascii=False))
