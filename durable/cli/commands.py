@@ -12,6 +12,7 @@ through them on a failing run.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from datetime import datetime
@@ -41,6 +42,7 @@ from .support import (
     existing_db,
     load,
     make_console,
+    natural_key,
     parse_json,
     print_json,
     run_async,
@@ -189,8 +191,12 @@ def history(
         known = {n for e in events if (n := getattr(e, "node", None))} | set(fold(events[:1]).nodes)
         missing = sorted(set(nodes) - known)
         if missing:
+            close = difflib.get_close_matches(missing[0], sorted(known), n=3)
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            listed = sorted(known, key=natural_key)
+            shown_nodes = ", ".join(listed[:12]) + (f", ... ({len(listed) - 12} more)" if len(listed) > 12 else "")
             raise CliError(
-                f"run {run_id!r} has no node {', '.join(map(repr, missing))}; its nodes are {', '.join(sorted(known))}"
+                f"run {run_id!r} has no node {', '.join(map(repr, missing))}; {hint}its nodes are {shown_nodes}"
             )
     shown = [e for e in events if (not nodes or getattr(e, "node", None) in nodes) and (not types or e.type in types)]
     if as_json or as_jsonl:

@@ -36,6 +36,7 @@ __all__ = [
     "db_path",
     "existing_db",
     "load",
+    "natural_key",
     "one_line",
     "print_json",
     "run_async",
@@ -259,3 +260,8 @@ def run_json(info: RunInfo) -> dict[str, Any]:
 def print_json(kind: str, data: Any) -> None:
     """Print ``{"version": 1, kind: data}``: the documented shape of every ``--json``."""
     click.echo(json.dumps({"version": JSON_VERSION, kind: data}, ensure_ascii=False, indent=2))
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort ``download[2]`` before ``download[10]``: digits compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]

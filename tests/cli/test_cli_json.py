@@ -113,3 +113,19 @@ def test_resume_refuses_a_run_another_process_owns_and_an_unknown_workflow(tmp_p
         owner.communicate()
     assert busy.returncode == 1 and f"pid {owner.pid} on" in busy.stderr and len(busy.stderr.splitlines()) == 1
     assert other.returncode == 1 and "is a run of workflow 'chain'" in other.stderr
+
+
+@step
+def download(x: int) -> int:
+    return x
+
+
+def test_an_unknown_node_gets_a_did_you_mean_and_a_natural_order(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    assert durable.run(Workflow("many").then(step(lambda x: list(range(12)), name="items")).map(download), 0,
+                       run_id="m", db=db) == list(range(12))  # fmt: skip
+    result = invoke("--db", str(db), "history", "m", "--node", "downlaod[1]")
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1
+    assert "did you mean 'download[1]'" in result.stderr
+    listed = result.stderr.split("its nodes are ")[1]
+    assert listed.index("download[2],") < listed.index("download[10]")  # 2 before 10
