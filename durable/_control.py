@@ -110,10 +110,10 @@ class Control:
     async def cancel(self, run_id: str, reason: str, timeout: float | None) -> None:
         check_run_id(run_id)
         live = self._live.get(run_id)
-        if live is not None:
-            await self._cancel_live(live, reason)
-            return
         with anyio.fail_after(timeout):
+            if live is not None:
+                await self._cancel_live(live, reason)
+                return
             await self._from_outside(run_id, "cancel", reason)
 
     async def pause(self, run_id: str, reason: str) -> None:
@@ -192,8 +192,9 @@ class Control:
         await self._record_parked(run, ev.RunCancelled, reason=reason)
         self._parking.remove(run.run_id)
         self._live.pop(run.run_id, None)
-        run.finish(error=RunCancelled(run.run_id, reason))
         await self._give_back(run)
+        await self.cancel_children(run.run_id)
+        run.finish(error=RunCancelled(run.run_id, reason))
 
     async def _record_parked(self, run: LiveRun, event_type: Any, **fields: Any) -> None:
         """Record a control event on a run parked here.
@@ -202,13 +203,16 @@ class Control:
         ahead of the journal) and the error is raised; whoever resumes it goes on from the journal.
         """
         run.record_control(event_type, **fields)
+        waiting = self._parking.remove(run.run_id)  # no wake-up may start it while the event commits
         try:
             await run.commit()
         except BaseException as exc:
-            self._parking.remove(run.run_id)
             self._live.pop(run.run_id, None)
             run.finish(error=exc)
+            await self._give_back(run)
             raise
+        if waiting is not None and event_type is not ev.RunCancelled:
+            self._parking.park(run)
 
     async def _give_back(self, run: LiveRun) -> None:
         if run.lease is not None:
@@ -228,8 +232,8 @@ class Control:
             if info is None:
                 raise RunNotFound(run_id)
             if info.status in ev.TERMINAL_STATUSES:
-                if request is not None and info.status == "cancelled":
-                    return
+                if request is not None and (info.status == "cancelled" or op != "cancel"):
+                    return  # done; or a run that ended has nothing left to unpause
                 if request is not None:
                     raise DurableError(
                         f"run {run_id!r} {info.status} before the cancel reached its owner; nothing was cancelled"
@@ -240,8 +244,10 @@ class Control:
                     payload = {"op": op, "reason": reason}
                     request = (await self._journal.send_signal(run_id, CONTROL_SIGNAL, payload)).id
                     nudge(info.lease_owner)  # an engine of this process: it reads its inbox at once
-                if op != "cancel":
+                if op == "pause":
                     return  # the owner applies it at the run's next transition
+                if op == "unpause" and not info.paused:
+                    return  # applied, or there was nothing to unpause
                 await anyio.sleep(self._poll)
                 continue
             try:
@@ -256,7 +262,7 @@ class Control:
                 with anyio.CancelScope(shield=True):
                     await self._journal.release(lease)
             if done and op == "cancel":
-                await self._cancel_children(run_id)
+                await self.cancel_children(run_id)
             return
 
     async def _apply_as_owner(self, run_id: str, lease: Lease, op: str, reason: str, request: int | None) -> bool:
@@ -275,11 +281,15 @@ class Control:
             if not state.paused:
                 return False
             event_type = ev.RunUnpaused
+        # Mark it with the newest request of the inbox: what was asked before this is superseded,
+        # and must not be applied again by whoever resumes the run.
+        requests = await self._journal.read_signals(run_id, name=CONTROL_SIGNAL, after=state.control_seen)
+        fields["request"] = max([r.id for r in requests if request is None or r.id >= request] + [request or 0]) or None
         event = event_type(seq=state.last_seq + 1, ts=ev.utcnow(), **fields)
         await write(self._journal, run_id, [event], lease)
         return True
 
-    async def _cancel_children(self, run_id: str) -> None:
+    async def cancel_children(self, run_id: str) -> None:
         """A cancelled parent takes its running children with it (they would never be resumed otherwise)."""
         for child in await self._journal.list_runs(status="running", parent=run_id):
             try:

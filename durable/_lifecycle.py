@@ -101,6 +101,12 @@ class Runs:
                     run.finish(error=error)
                     return
                 except RunParked as parking:  # it waits: no task, no thread, no connection until it wakes
+                    if run.lost is not None:  # taken over while its last commit was in flight
+                        run.finish(error=run.lost)
+                        return
+                    if run.cancel_reason is not None:  # cancelled while it committed its wait: no parking
+                        await self.record_cancel(run, run.cancel_reason)
+                        return
                     run.parked = parking
                     run.phase = Phase.PARKED
                     if not run.claimed:  # a worker's run is woken by whichever worker claims it next
@@ -120,6 +126,8 @@ class Runs:
                 run.finish(error=run.lost)
             elif run.cancel_reason is not None and not run.finished.is_set():  # engine.cancel() stopped it
                 await self.record_cancel(run, run.cancel_reason)
+            elif not run.finished.is_set() and run.phase is not Phase.PARKED:  # stopped with its parent, as a crash
+                run.finish(error=DurableError(f"run {run.run_id!r} was stopped with its parent; resume the parent"))
         except anyio.get_cancelled_exc_class():
             run.finish(error=DurableError(f"run {run.run_id!r} was stopped (engine shut down); resume it to go on"))
             if run.lease is not None and not run.claimed:
@@ -157,6 +165,8 @@ class Runs:
     async def record_cancel(self, run: LiveRun, reason: str) -> None:
         run.record_control(ev.RunCancelled, reason=reason)
         await run.commit()
+        with anyio.CancelScope(shield=True):  # before the outcome is handed out: the children go with it
+            await self._control.cancel_children(run.run_id)
         run.finish(error=RunCancelled(run.run_id, reason))
 
     async def give_back_all(self) -> None:

@@ -166,7 +166,8 @@ class Leases:
             info = await self.journal.get_run(run_id)
             if info is None or info.lease_owner is None:
                 return await self.journal.acquire(run_id, self.owner, self.ttl)  # released meanwhile
-            if info.lease_owner != self.owner.name and holder_alive(info):
+            ours = info.lease_owner == self.owner.name and info.lease_pid == self.owner.pid
+            if not ours and holder_alive(info):  # a name given twice (owner=) is not ours in another process
                 raise RunBusy(run_id, info) from None
             # Its holder is gone (or it is a lease of ours whose run stopped): take it over now,
             # on the condition that it is still exactly that lease.

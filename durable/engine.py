@@ -242,12 +242,7 @@ class Engine:
             raise
         run = self._new_live(workflow, state, lease)
         self._live[run_id] = run  # before the inbox is read: requests sent from now on reach it
-        try:
-            await self._control.pending(run)
-        except DurableError:
-            self._live.pop(run_id, None)
-            await self._leases.release(lease)
-            raise
+        await self._read_pending(run)
         return self._launch(tg, run)
 
     async def submit(
@@ -329,9 +324,20 @@ class Engine:
         check_definition(state, workflow)
         run = self._new_live(workflow, state, lease, claimed=True, on_exit=on_exit)
         self._live[run.run_id] = run
-        await self._control.pending(run)
+        await self._read_pending(run)
         self._launch(tg, run)
         return run
+
+    async def _read_pending(self, run: LiveRun) -> None:
+        """Apply the run's pending inbox requests; if that fails (or is cancelled), let the run go whole."""
+        try:
+            await self._control.pending(run)
+        except BaseException:
+            if self._live.get(run.run_id) is run:
+                del self._live[run.run_id]
+            if run.lease is not None:
+                await self._leases.release(run.lease)  # shielded inside
+            raise
 
     async def run(self, workflow: Workflow, input: Any = None, *, run_id: str | None = None) -> Any:
         """Start the run, or resume it if it exists and is unfinished, and wait for its result.
@@ -542,7 +548,10 @@ class Engine:
             if parent_run is not None and parent_run.cancel_reason is not None:
                 # The parent was cancelled: so is its child (it would never be resumed otherwise).
                 with anyio.CancelScope(shield=True):
-                    await self.cancel(child_id, reason=f"its parent {parent.run_id!r} was cancelled")
+                    try:
+                        await self.cancel(child_id, reason=f"its parent {parent.run_id!r} was cancelled")
+                    except DurableError:  # it ended meanwhile: nothing to cancel; the parent's cancel goes on
+                        pass
             elif child is not None and child.scope is not None:
                 # The parent stopped (a lost lease, shutdown): its child stops with it, as a crash
                 # would stop it; whoever resumes the parent resumes the child.

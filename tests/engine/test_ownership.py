@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 import durable
-from durable import Engine, RunBusy, RunCancelled, Worker, Workflow, step
+from durable import Engine, InMemoryJournal, RunBusy, RunCancelled, Worker, Workflow, step
 from durable.journal.base import Lease
 from durable.testing import crash_at
 
@@ -219,3 +220,81 @@ async def test_pause_and_unpause_from_another_engine_go_through_the_owner(db: Pa
             assert await handle.result() == 10
         types = [e.type for e in await other.history("r")]
         assert types.count("run_paused") == types.count("run_unpaused") == 1
+
+
+# -- regressions found by review ------------------------------------------------------------
+
+
+class _SlowSleepCommit(InMemoryJournal):
+    """Holds the commit of a sleep_started for a moment: a cancel lands while it is in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committing = anyio.Event()
+
+    async def append(self, run_id: str, events: Any, **kwargs: Any) -> None:
+        if any(isinstance(e, durable.events.SleepStarted) for e in events):
+            self.committing.set()
+            await anyio.sleep(0.2)
+        await super().append(run_id, events, **kwargs)
+
+
+async def test_a_cancel_during_the_commit_before_parking_is_not_lost() -> None:
+    journal = _SlowSleepCommit()
+    async with Engine(journal) as engine:
+        handle = await engine.start(Workflow("pc").then(done).sleep(3600), 1, run_id="r")
+        await journal.committing.wait()
+        with anyio.fail_after(5):
+            await engine.cancel("r", reason="stop")
+        with pytest.raises(RunCancelled):
+            await handle.result()
+        assert (await engine.state("r")).status == "cancelled"
+
+
+async def test_a_cancel_found_in_the_inbox_on_resume_cancels_the_running_children_too() -> None:
+    @step
+    async def forever(x: int) -> int:
+        GATE["entered"].set()
+        await anyio.sleep(3600)
+        return x
+
+    child = Workflow("c").then(forever)
+    parent = Workflow("p").then(child)
+    journal = InMemoryJournal()
+    async with Engine(journal) as first:
+        await first.start(parent, 1, run_id="p")
+        await GATE["entered"].wait()
+        await journal.send_signal("p", "__control__", {"op": "cancel", "reason": "stop"})  # never applied
+    async with Engine(journal) as second:
+        report = await second.recover([parent, child])
+        with pytest.raises(RunCancelled):
+            await report[0].result()
+        statuses = {r.run_id: r.status for r in await journal.list_runs()}
+    assert statuses == {"p": "cancelled", "p/c": "cancelled"}
+
+
+async def test_an_old_request_is_not_applied_again_after_direct_controls() -> None:
+    wf = Workflow("st").then(done).then(done, name="again")
+    journal = InMemoryJournal()
+    async with Engine(journal) as engine:
+        await engine.submit(wf, 1, run_id="r")
+        await journal.send_signal("r", "__control__", {"op": "pause", "reason": "old"})  # its owner died first
+        await engine.pause("r", reason="direct")  # nobody owns it: applied at once
+        await engine.unpause("r")
+        with anyio.fail_after(5):
+            assert await (await engine.resume("r", wf)).result() == 1  # not paused again by the old request
+
+
+async def test_an_owner_name_given_twice_does_not_take_runs_from_a_live_process() -> None:
+    from durable._ownership import HOST, Leases
+    from durable.journal.base import Owner
+
+    journal = InMemoryJournal()
+    elsewhere = Owner("replica-1", HOST, 1)  # the same name, in another live process of this host (pid 1)
+    first = durable.events.RunStarted(
+        seq=1, ts=durable.events.utcnow(), workflow="w", version="1", definition_hash="h", definition={}, input=None
+    )
+    await journal.append("x", [first], lease=Lease("x", "replica-1", 1), owner=elsewhere, ttl=60)
+    here = Leases(journal, Owner("replica-1", HOST, os.getpid()), 10.0, {}, lambda run: None)
+    with pytest.raises(RunBusy):  # the name alone does not make the lease ours
+        await here.acquire("x")
