@@ -205,7 +205,8 @@ def test_an_owner_on_another_host_is_taken_over_when_its_lease_expires(tmp_path:
     assert code == 0, (out, err)
     assert json.loads(out)["result"] == RESULT
     ran = executions(effects, "order-3")
-    assert all(ran[s] == (2 if s == killed_in else 1) for s in STEPS), (ran, killed_in)
+    # the step in flight at the kill runs again (once, or twice if its code had started); the others once
+    assert all(ran[s] in ((1, 2) if s == killed_in else (1,)) for s in STEPS), (ran, killed_in)
     check_journal(db, "order-3")
 
 
