@@ -186,7 +186,7 @@ class Leases:
         try:
             lost = set(await self.journal.renew(leases, self.ttl))
         except DurableError as exc:  # a busy or failing disk: try again at the next beat
-            log.warning("durable: renewing leases failed: %s", exc)
+            log.warning("durable: %s: heartbeat failed (renewing its leases): %s", self.owner.name, exc)
             return
         for run, lease in zip(runs, leases, strict=True):
             if run.lease == lease and lease.run_id in lost:
