@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from .errors import SerializationError
 
-__all__ = ["MAX_DEPTH", "Codec", "encode_any", "storable"]
+__all__ = ["MAX_DEPTH", "Codec", "encode_any", "storable", "valid_unicode"]
 
 MAX_DEPTH = 200
 """How deep a stored value may nest. The event encoder (pydantic-core) stops at about 254
@@ -75,9 +75,7 @@ def _find_problem(data: Any) -> str | None:
         if depth > MAX_DEPTH:
             return f"it nests more than {MAX_DEPTH} levels deep (at {path[:80]}...)"
         if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
+            if not valid_unicode(value):
                 return (
                     f"the string at {path} is not valid Unicode ({value!r} holds a lone surrogate, as os.listdir "
                     "gives for a file name that is not UTF-8); decode such names with errors='replace', or store bytes "
@@ -92,9 +90,7 @@ def _find_problem(data: Any) -> str | None:
             for key in value:
                 if not isinstance(key, str):
                     return f"the key {key!r} at {path} is not a string"
-                try:
-                    key.encode("utf-8")
-                except UnicodeEncodeError:
+                if not valid_unicode(key):
                     return f"the key {key!r} at {path} is not valid Unicode (a lone surrogate)"
             stack.extend((v, f"{path}.{k}", depth + 1) for k, v in reversed(list(value.items())))
         elif not (value is None or isinstance(value, bool | int)):
@@ -102,7 +98,8 @@ def _find_problem(data: Any) -> str | None:
     return None
 
 
-def _unicode(text: str) -> bool:
+def valid_unicode(text: str) -> bool:
+    """Whether ``text`` can be stored: no lone surrogate (what os.listdir gives for a non-UTF-8 name)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -185,7 +182,7 @@ class Codec:
             # A str, int, bool or None under its own annotation (or none) is its own JSON: the
             # common case of small steps, kept off pydantic's serializer (a str still has to be
             # valid Unicode).
-            if kind is str and not _unicode(value):
+            if kind is str and not valid_unicode(value):
                 storable(value, what=f"the output of step {self._name!r}", node=self._name)
             return value  # type: ignore[no-any-return]
         if self._ret is None:

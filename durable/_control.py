@@ -17,13 +17,13 @@ from typing import Any
 import anyio
 
 from . import events as ev
-from ._codec import encode_any
-from ._ownership import nudge
+from ._codec import encode_any, valid_unicode
+from ._ownership import nudge, owned_by_the_living
 from ._run import LiveRun, Phase, write
 from ._scheduler import CONTROL_SIGNAL, Parking
 from .errors import DurableError, JournalError, RunBusy, RunCancelled, RunNotFound
 from .fold import fold
-from .journal.base import Journal, Lease, RunInfo, SignalRecord
+from .journal.base import Journal, Lease, SignalRecord
 
 __all__ = ["Control", "check_run_id", "signal_names"]
 
@@ -48,10 +48,8 @@ def signal_names(definition: Any) -> set[str]:
 def check_run_id(run_id: Any) -> None:
     if not isinstance(run_id, str) or not run_id:
         raise DurableError(f"run_id={run_id!r}: a run id is a non-empty string")
-    try:
-        run_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DurableError(f"run_id={run_id!r} is not valid Unicode (a lone surrogate); run ids are text") from None
+    if not valid_unicode(run_id):
+        raise DurableError(f"run_id={run_id!r} is not valid Unicode (a lone surrogate); run ids are text")
 
 
 class Control:
@@ -62,7 +60,7 @@ class Control:
         live: the runs the engine executes, by id.
         parking: the engine's parked runs.
         acquire: takes a run's lease for the engine (raises ``RunBusy`` if a live owner holds it).
-        holder_alive: whether the holder of a run's lease is alive (not a dead process on this host).
+        release: gives a lease back (shielded; a failure is logged, the lease then expires).
         poll: seconds between looks at a run that another owner is asked to cancel.
     """
 
@@ -72,14 +70,14 @@ class Control:
         live: dict[str, LiveRun],
         parking: Parking,
         acquire: Callable[[str], Awaitable[Lease]],
-        holder_alive: Callable[[RunInfo], bool],
+        release: Callable[[Lease], Awaitable[None]],
         poll: float,
     ) -> None:
         self._journal = journal
         self._live = live
         self._parking = parking
         self._acquire = acquire
-        self._holder_alive = holder_alive
+        self._release = release
         self._poll = poll
 
     # -- the calls ----------------------------------------------------------------------------
@@ -89,18 +87,16 @@ class Control:
         if not isinstance(name, str) or not name or name == CONTROL_SIGNAL:
             raise DurableError(f"signal name {name!r}: give a non-empty string other than {CONTROL_SIGNAL!r}")
         payload_json = encode_any(payload, what=f"the payload of signal {name!r}")
-        info = await self._journal.get_run(run_id)
-        if not force and info is not None and info.status == "running":  # a finished run: send_signal says so
-            first = await self._journal.read(run_id, upto=1)
-            if first and isinstance(first[0], ev.RunStarted):
-                names = signal_names(first[0].definition)
-                if name not in names:
-                    can = ", ".join(map(repr, sorted(names))) or "none (it has no wait_for node)"
-                    raise DurableError(
-                        f"run {run_id!r} has no wait_for({name!r}): no node of its definition can receive that signal. "
-                        f"The signals it can receive: {can}. Check the name, or pass force=True (--force) to keep it "
-                        "in the run's inbox anyway"
-                    )
+        first = [] if force else await self._journal.read(run_id, upto=1)
+        if first and isinstance(first[0], ev.RunStarted) and name not in (names := signal_names(first[0].definition)):
+            info = await self._journal.get_run(run_id)  # only now: a finished run is refused by send_signal below
+            if info is not None and info.status == "running":
+                can = ", ".join(map(repr, sorted(names))) or "none (it has no wait_for node)"
+                raise DurableError(
+                    f"run {run_id!r} has no wait_for({name!r}): no node of its definition can receive that signal. "
+                    f"The signals it can receive: {can}. Check the name, or pass force=True (--force) to keep it "
+                    "in the run's inbox anyway"
+                )
         record = await self._journal.send_signal(run_id, name, payload_json)
         live = self._live.get(run_id)
         if live is not None and live.parked is not None and live.parked.signal == name:
@@ -192,7 +188,8 @@ class Control:
         await self._record_parked(run, ev.RunCancelled, reason=reason)
         self._parking.remove(run.run_id)
         self._live.pop(run.run_id, None)
-        await self._give_back(run)
+        if run.lease is not None:
+            await self._release(run.lease)
         await self.cancel_children(run.run_id)
         run.finish(error=RunCancelled(run.run_id, reason))
 
@@ -209,18 +206,11 @@ class Control:
         except BaseException as exc:
             self._live.pop(run.run_id, None)
             run.finish(error=exc)
-            await self._give_back(run)
+            if run.lease is not None:
+                await self._release(run.lease)
             raise
         if waiting is not None and event_type is not ev.RunCancelled:
             self._parking.park(run)
-
-    async def _give_back(self, run: LiveRun) -> None:
-        if run.lease is not None:
-            try:
-                with anyio.CancelScope(shield=True):
-                    await self._journal.release(run.lease)
-            except DurableError:
-                pass  # it expires by itself; the run has ended anyway
 
     # -- runs this engine does not execute --------------------------------------------------
 
@@ -239,7 +229,7 @@ class Control:
                         f"run {run_id!r} {info.status} before the cancel reached its owner; nothing was cancelled"
                     )
                 raise DurableError(f"run {run_id!r} has already {info.status}; there is nothing to {op}")
-            if info.lease_live(ev.utcnow()) and self._holder_alive(info):
+            if owned_by_the_living(info):
                 if request is None:
                     payload = {"op": op, "reason": reason}
                     request = (await self._journal.send_signal(run_id, CONTROL_SIGNAL, payload)).id
@@ -259,8 +249,7 @@ class Control:
             try:
                 done = await self._apply_as_owner(run_id, lease, op, reason, request)
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self._journal.release(lease)
+                await self._release(lease)
             if done and op == "cancel":
                 await self.cancel_children(run_id)
             return

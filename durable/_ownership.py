@@ -23,7 +23,17 @@ from ._run import LiveRun
 from .errors import DurableError, RunBusy
 from .journal.base import Journal, Lease, Owner, RunInfo
 
-__all__ = ["HOST", "Leases", "holder_alive", "nudge", "owner_dead", "owner_text", "pid_alive", "waits_text"]
+__all__ = [
+    "HOST",
+    "Leases",
+    "holder_alive",
+    "nudge",
+    "owned_by_the_living",
+    "owner_dead",
+    "owner_text",
+    "pid_alive",
+    "waits_text",
+]
 
 log = logging.getLogger("durable")
 
@@ -88,6 +98,11 @@ def holder_alive(info: RunInfo) -> bool:
     if info.lease_host != HOST:
         return True
     return not owner_dead(info.lease_owner, info.lease_pid)
+
+
+def owned_by_the_living(info: RunInfo) -> bool:
+    """Whether someone alive holds the run's lease now: live, and its holder not known to be dead."""
+    return info.lease_live(ev.utcnow()) and holder_alive(info)
 
 
 def owner_text(info: RunInfo) -> str | None:
@@ -203,4 +218,4 @@ class Leases:
 
     def expired(self, info: RunInfo) -> bool:
         """Whether nobody alive holds the run (free, expired, or held by a dead process of this host)."""
-        return not info.lease_live(ev.utcnow()) or not holder_alive(info)
+        return not owned_by_the_living(info)

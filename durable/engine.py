@@ -26,7 +26,7 @@ from ._control import Control, check_run_id
 from ._handles import Incompatibility, Recovery, RunHandle, Skipped
 from ._history import check_definition, check_workflow
 from ._lifecycle import Runs, unwrap
-from ._ownership import HOST, Leases, holder_alive
+from ._ownership import HOST, Leases
 from ._run import LiveRun
 from ._runner import StepInterrupted
 from ._scheduler import Parking
@@ -102,7 +102,12 @@ class Engine:
         self._leases = Leases(self.journal, self.owner, float(lease_ttl), self._live, self._runs.lease_lost)
         self._parking = Parking(self.journal, self._runs.wake, signal_poll_interval, self._live, self._apply_control)
         self._control = Control(
-            self.journal, self._live, self._parking, self._leases.acquire, holder_alive, min(0.1, signal_poll_interval)
+            self.journal,
+            self._live,
+            self._parking,
+            self._leases.acquire,
+            self._leases.release,
+            min(0.1, signal_poll_interval),
         )
         self._runs.wire(self._leases, self._parking, self._control)
 

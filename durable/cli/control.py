@@ -16,10 +16,9 @@ from rich import box
 from rich.table import Table
 
 from .._control import signal_names
-from .._ownership import holder_alive
+from .._ownership import owned_by_the_living
 from .._scheduler import CONTROL_SIGNAL
 from ..engine import Engine
-from ..events import utcnow
 from ..fold import RunState
 from ..journal.base import RunInfo, SignalRecord
 from .render import clip, compact
@@ -67,7 +66,7 @@ def signal(ctx: click.Context, db: str | None, run_id: str, name: str, data: str
 
 def _owner(info: RunInfo | None) -> str | None:
     """The live owner of a running run, for people, or ``None`` if nobody alive executes it."""
-    if info is None or info.status != "running" or not info.lease_live(utcnow()) or not holder_alive(info):
+    if info is None or info.status != "running" or not owned_by_the_living(info):
         return None
     return info.holder()
 

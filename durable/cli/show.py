@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import events as ev
-from .._ownership import holder_alive, owner_text
+from .._ownership import owned_by_the_living, owner_text
 from ..fold import RunState, fold
 from ..journal.base import RunInfo
 from .render import STATUS_STYLE, Entry, attempts, clip, compact, duration, offset, structure, when
@@ -66,7 +66,7 @@ def _header(state: RunState, events: Sequence[ev.Event], info: RunInfo | None) -
     if owner is not None:
         grid.add_row("owner", Text(owner, style="cyan"))
     if not state.finished:
-        live = info is not None and info.lease_live(ev.utcnow()) and holder_alive(info)
+        live = info is not None and owned_by_the_living(info)
         grid.add_row("unfinished", Text(_unfinished(state, live), style="yellow"))
     return grid
 

@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 
 from .. import events as ev
+from .._codec import valid_unicode
 from .._loading import load_workflows
 from ..definition import Workflow
 from ..errors import DurableError
@@ -85,10 +86,8 @@ class RunIdType(click.ParamType):  # type: ignore[type-arg]
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadInput(f"the run id {text!r} is not valid UTF-8; run ids are text") from None
+        if not valid_unicode(text):
+            raise BadInput(f"the run id {text!r} is not valid UTF-8; run ids are text")
         if not text.strip():
             raise BadInput("the run id must not be empty")
         return text
@@ -224,7 +223,7 @@ JSON_VERSION = 1
 
 def run_json(info: RunInfo) -> dict[str, Any]:
     """One run's index row as JSON (``durable runs --json``, ``durable show --json``)."""
-    from .._ownership import holder_alive  # the ownership rules, not the CLI's
+    from .._ownership import owned_by_the_living  # the ownership rules, not the CLI's
 
     def iso(t: Any) -> str | None:
         return t.isoformat() if t is not None else None
@@ -237,7 +236,7 @@ def run_json(info: RunInfo) -> dict[str, Any]:
             "pid": info.lease_pid,
             "since": iso(info.lease_since),
             "until": iso(info.lease_expires_at),
-            "alive": holder_alive(info) and info.lease_live(ev.utcnow()),
+            "alive": owned_by_the_living(info),
         }
     return {
         "run_id": info.run_id,
